@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make run`: the fleet server on embedded defaults (MQTT broker, bbolt, local
+# artifacts, console) plus a simulator with DEVICES virtual gateways. Ctrl-C
+# stops the simulator, then the server, each cleanly; the data dir stays
+# consistent for the next run.
+set -euo pipefail
+bin=$1 data=$2 devices=$3 http=$4 mqtt=$5
+
+server_pid= sim_pid=
+stop() {
+	trap - INT TERM EXIT
+	[ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
+	[ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+	echo "edgefleet: stopped; data kept in $data"
+}
+trap stop INT TERM EXIT
+
+mkdir -p "$data"
+"$bin/edgefleet-server" --data-dir "$data" --http-addr "$http" --mqtt-addr "$mqtt" &
+server_pid=$!
+
+for _ in $(seq 1 100); do
+	if curl -fsS "http://$http/readyz" >/dev/null 2>&1; then break; fi
+	if ! kill -0 "$server_pid" 2>/dev/null; then echo "edgefleet-server exited; see its log above" >&2; exit 1; fi
+	sleep 0.1
+done
+
+"$bin/edgefleet-sim" --devices "$devices" --server "tcp://$mqtt" &
+sim_pid=$!
+
+cat <<MSG
+
+  edgefleet is running.
+    console:  http://$http/
+    devices:  curl -s http://$http/api/v1/devices
+    CLI:      $bin/edgefleet devices --server http://$http
+  Ctrl-C stops everything.
+
+MSG
+wait -n "$server_pid" "$sim_pid" || true
