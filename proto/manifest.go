@@ -67,10 +67,10 @@ func (e *ManifestFieldError) Unwrap() error { return ErrInvalid }
 // every object with sorted keys. Keep it so when adding fields (a test
 // checks), and bump ManifestSchema.
 type Manifest struct {
-	Artifact  ArtifactRef `json:"artifact"`
-	Backend   string      `json:"backend"`
-	Format    string      `json:"format"`
-	Lineage   Lineage     `json:"lineage"`
+	Artifact ArtifactRef `json:"artifact"`
+	Backend  string      `json:"backend"`
+	Format   string      `json:"format"`
+	Lineage  Lineage     `json:"lineage"`
 	// Metrics are this variant's own evaluation figures (an int8 variant's
 	// accuracy differs from the float one's); Lineage.Metrics are the
 	// version's.
