@@ -1,0 +1,693 @@
+//go:build cgo
+
+package onnxrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"unsafe"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/edgefleet/edgefleet/agent/runtime"
+)
+
+func init() {
+	runtime.Register(Name, func(cfg runtime.Config) runtime.Backend { return New(cfg) })
+}
+
+// Backend runs ONNX models with ONNX Runtime. Create it with New (or
+// runtime.New("onnxruntime", cfg)); its methods are safe for concurrent use.
+type Backend struct {
+	log      *slog.Logger
+	library  string // configured path, "" to search
+	optLevel ort.GraphOptimizationLevel
+	arena    bool
+	spinning bool
+	cfgErr   error // a bad setting, reported by Available
+
+	once    sync.Once
+	path    string
+	version string
+	err     error
+}
+
+// New returns the backend configured by cfg.Settings (SettingLibrary,
+// SettingGraphOptimization, SettingMemoryArena, SettingSpinning). It does
+// not load the library; Available and Open do.
+func New(cfg runtime.Config) *Backend {
+	b := &Backend{log: cfg.Logger, library: cfg.Settings[SettingLibrary], optLevel: ort.GraphOptimizationLevelEnableAll, arena: true}
+	if b.log == nil {
+		b.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	var errs []error
+	if v, ok := cfg.Settings[SettingGraphOptimization]; ok {
+		switch strings.ToLower(v) {
+		case "disable", "none", "off":
+			b.optLevel = ort.GraphOptimizationLevelDisableAll
+		case "basic":
+			b.optLevel = ort.GraphOptimizationLevelEnableBasic
+		case "extended":
+			b.optLevel = ort.GraphOptimizationLevelEnableExtended
+		case "all", "":
+			b.optLevel = ort.GraphOptimizationLevelEnableAll
+		default:
+			errs = append(errs, fmt.Errorf("%s=%q: want disable, basic, extended or all", SettingGraphOptimization, v))
+		}
+	}
+	var err error
+	if b.arena, err = onOff(cfg.Settings, SettingMemoryArena, true); err != nil {
+		errs = append(errs, err)
+	}
+	if b.spinning, err = onOff(cfg.Settings, SettingSpinning, false); err != nil {
+		errs = append(errs, err)
+	}
+	b.cfgErr = errors.Join(errs...)
+	return b
+}
+
+func onOff(s map[string]string, key string, def bool) (bool, error) {
+	v, ok := s[key]
+	if !ok || v == "" {
+		return def, nil
+	}
+	switch strings.ToLower(v) {
+	case "on", "true", "1", "yes":
+		return true, nil
+	case "off", "false", "0", "no":
+		return false, nil
+	}
+	return def, fmt.Errorf("%s=%q: want on or off", key, v)
+}
+
+// Name returns "onnxruntime".
+func (b *Backend) Name() string { return Name }
+
+// Version returns the loaded ONNX Runtime's version, or "" before the
+// library is loaded (by Available or Open).
+func (b *Backend) Version() string {
+	if _, v := loaded(); v != "" {
+		return v
+	}
+	return ""
+}
+
+// Formats returns ["onnx"].
+func (b *Backend) Formats() []string { return []string{"onnx"} }
+
+// Library returns the path of the library in use, or "" when none could be
+// loaded.
+func (b *Backend) Library() string {
+	if b.Available() != nil {
+		return ""
+	}
+	return b.path
+}
+
+// Available loads the library on first use and reports why the backend
+// cannot run, wrapping runtime.ErrUnavailable, or nil. The outcome is
+// remembered: a library does not appear or change under a running agent.
+func (b *Backend) Available() error {
+	b.once.Do(func() {
+		if b.cfgErr != nil {
+			b.err = fmt.Errorf("%w: onnxruntime settings: %w", runtime.ErrUnavailable, b.cfgErr)
+			return
+		}
+		b.path, b.version, b.err = resolve(b.library)
+		if b.err == nil {
+			b.log.Info("ONNX Runtime loaded", "library", b.path, "version", b.version)
+		} else {
+			b.log.Info("ONNX Runtime unavailable", "reason", b.err)
+		}
+	})
+	return b.err
+}
+
+// Open creates an ONNX Runtime session for the model. The session is shared
+// by the Model's Sessions: ONNX Runtime runs concurrent calls on one session
+// safely, and one copy of the weights is what a gateway can afford.
+func (b *Backend) Open(ctx context.Context, model []byte, opts runtime.Options) (runtime.Model, error) {
+	if err := b.Available(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(model) == 0 {
+		return nil, fmt.Errorf("%w: empty ONNX model", runtime.ErrBadModel)
+	}
+	if opts.ArenaLimit > 0 {
+		return nil, fmt.Errorf("%w: onnxruntime cannot bound a session's memory (Options.ArenaLimit=%d); use the built-in engine or leave it 0", runtime.ErrUnsupported, opts.ArenaLimit)
+	}
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = 1
+	}
+	log := opts.Logger
+	if log == nil {
+		log = b.log
+	}
+
+	// onnxruntime_go needs the input and output names to create a session,
+	// and only a session knows them: a first session without options reads
+	// them. It costs a second parse of the model at load time.
+	ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
+	if err != nil {
+		return nil, classify(err)
+	}
+	m := &Model{}
+	if m.inputs, err = infos("input", ins); err != nil {
+		return nil, err
+	}
+	if m.outputs, err = infos("output", outs); err != nil {
+		return nil, err
+	}
+	if len(m.outputs) == 0 {
+		return nil, fmt.Errorf("%w: ONNX model has no outputs", runtime.ErrBadModel)
+	}
+
+	so, err := b.sessionOptions(threads)
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	m.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(model, names(m.inputs), names(m.outputs), so)
+	if err != nil {
+		return nil, classify(err)
+	}
+	log.Debug("onnxruntime model opened", "inputs", m.inputs, "outputs", m.outputs, "threads", threads)
+	return m, nil
+}
+
+func (b *Backend) sessionOptions(threads int) (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("onnxruntime session options: %w", err)
+	}
+	spin := "0"
+	if b.spinning {
+		spin = "1"
+	}
+	for _, step := range []struct {
+		what string
+		err  error
+	}{
+		{"intra-op threads", so.SetIntraOpNumThreads(threads)},
+		{"inter-op threads", so.SetInterOpNumThreads(1)},
+		{"execution mode", so.SetExecutionMode(ort.ExecutionModeSequential)},
+		{"graph optimisation", so.SetGraphOptimizationLevel(b.optLevel)},
+		{"memory arena", so.SetCpuMemArena(b.arena)},
+		{"spinning", so.AddSessionConfigEntry("session.intra_op.allow_spinning", spin)},
+		{"inter-op spinning", so.AddSessionConfigEntry("session.inter_op.allow_spinning", spin)},
+	} {
+		if step.err != nil {
+			so.Destroy()
+			return nil, fmt.Errorf("onnxruntime session options: %s: %w", step.what, step.err)
+		}
+	}
+	return so, nil
+}
+
+// classify wraps an ONNX Runtime load error: an operator or type it lacks
+// is ErrUnsupported, anything else a bad model.
+func classify(err error) error {
+	msg := err.Error()
+	for _, s := range []string{"NOT_IMPLEMENTED", "Could not find an implementation", "Unsupported model IR version"} {
+		if strings.Contains(msg, s) {
+			return fmt.Errorf("%w: onnxruntime: %w", runtime.ErrUnsupported, err)
+		}
+	}
+	return fmt.Errorf("%w: onnxruntime cannot load the model: %w", runtime.ErrBadModel, err)
+}
+
+func infos(kind string, ios []ort.InputOutputInfo) ([]runtime.TensorInfo, error) {
+	out := make([]runtime.TensorInfo, len(ios))
+	for i, io := range ios {
+		if io.OrtValueType != ort.ONNXTypeTensor {
+			return nil, fmt.Errorf("%w: %s %d (%s) is a %s; only tensors are supported", runtime.ErrUnsupported, kind, i, io.Name, io.OrtValueType)
+		}
+		dt, ok := fromORT[io.DataType]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s %d (%s) has element type %s", runtime.ErrUnsupported, kind, i, io.Name, io.DataType)
+		}
+		shape := make([]int, len(io.Dimensions))
+		for j, d := range io.Dimensions {
+			shape[j] = int(d)
+			if d < 0 {
+				shape[j] = -1
+			}
+		}
+		out[i] = runtime.TensorInfo{Name: io.Name, DType: dt, Shape: shape}
+	}
+	return out, nil
+}
+
+func names(ts []runtime.TensorInfo) []string {
+	n := make([]string, len(ts))
+	for i, t := range ts {
+		n[i] = t.Name
+	}
+	return n
+}
+
+var toORT = map[runtime.DType]ort.TensorElementDataType{
+	runtime.Float32: ort.TensorElementDataTypeFloat,
+	runtime.Uint8:   ort.TensorElementDataTypeUint8,
+	runtime.Int8:    ort.TensorElementDataTypeInt8,
+	runtime.Uint16:  ort.TensorElementDataTypeUint16,
+	runtime.Int16:   ort.TensorElementDataTypeInt16,
+	runtime.Int32:   ort.TensorElementDataTypeInt32,
+	runtime.Int64:   ort.TensorElementDataTypeInt64,
+	runtime.Bool:    ort.TensorElementDataTypeBool,
+	runtime.Float16: ort.TensorElementDataTypeFloat16,
+	runtime.Float64: ort.TensorElementDataTypeDouble,
+	runtime.Uint32:  ort.TensorElementDataTypeUint32,
+	runtime.Uint64:  ort.TensorElementDataTypeUint64,
+}
+
+var fromORT = func() map[ort.TensorElementDataType]runtime.DType {
+	m := map[ort.TensorElementDataType]runtime.DType{}
+	for k, v := range toORT {
+		m[v] = k
+	}
+	return m
+}()
+
+// Model is an ONNX model opened in ONNX Runtime.
+type Model struct {
+	inputs, outputs []runtime.TensorInfo
+	// mu is held for reading by every run, so Close waits for runs in
+	// flight before it frees the session under them.
+	mu     sync.RWMutex
+	closed bool
+	sess   *ort.DynamicAdvancedSession
+}
+
+// Inputs describes the graph inputs; symbolic dimensions are -1.
+func (m *Model) Inputs() []runtime.TensorInfo { return cloneInfos(m.inputs) }
+
+// Outputs describes the graph outputs; symbolic dimensions are -1.
+func (m *Model) Outputs() []runtime.TensorInfo { return cloneInfos(m.outputs) }
+
+func cloneInfos(ts []runtime.TensorInfo) []runtime.TensorInfo {
+	out := slices.Clone(ts)
+	for i := range out {
+		out[i].Shape = slices.Clone(out[i].Shape)
+	}
+	return out
+}
+
+// NewSession returns a session; sessions share the model's ONNX Runtime
+// session and have their own run options, so cancelling one run does not
+// touch the others.
+func (m *Model) NewSession() (runtime.Session, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, fmt.Errorf("onnxruntime: new session: %w", runtime.ErrClosed)
+	}
+	ro, err := ort.NewRunOptions()
+	if err != nil {
+		return nil, fmt.Errorf("onnxruntime run options: %w", err)
+	}
+	return &Session{m: m, ro: ro}, nil
+}
+
+// Close waits for runs in flight and frees the model. Later runs return
+// runtime.ErrClosed.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	if err := m.sess.Destroy(); err != nil {
+		return fmt.Errorf("onnxruntime: closing model: %w", err)
+	}
+	return nil
+}
+
+// Session runs one inference at a time.
+type Session struct {
+	m *Model
+	// mu guards ro against a cancellation arriving as the run ends.
+	mu     sync.Mutex
+	ro     *ort.RunOptions
+	gen    uint64 // run number, so a late cancellation hits only its run
+	done   bool   // the current run has returned
+	killed bool   // ro is set to terminate
+	closed bool
+
+	// Reused across runs so that a steady caller allocates little.
+	in  []ort.Value
+	out []ort.Value
+}
+
+// Run checks the inputs against the model, runs it and writes the outputs,
+// reusing their Data when large enough.
+func (s *Session) Run(ctx context.Context, inputs, outputs []runtime.Tensor) error {
+	m := s.m
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed || s.closed {
+		return fmt.Errorf("onnxruntime: run: %w", runtime.ErrClosed)
+	}
+	if len(inputs) != len(m.inputs) {
+		return fmt.Errorf("%w: %d inputs, model expects %d (%v)", runtime.ErrInput, len(inputs), len(m.inputs), m.inputs)
+	}
+	if len(outputs) != len(m.outputs) {
+		return fmt.Errorf("%w: %d output tensors, model has %d outputs (%v)", runtime.ErrInput, len(outputs), len(m.outputs), m.outputs)
+	}
+	for i, info := range m.inputs {
+		if err := runtime.CheckInput(info, inputs[i]); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	s.in = slices.Grow(s.in[:0], len(inputs))[:len(inputs)]
+	s.out = slices.Grow(s.out[:0], len(outputs))[:len(outputs)]
+	clear(s.in)
+	clear(s.out)
+	defer func() {
+		for _, v := range s.in {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+		for _, v := range s.out {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+		clear(s.in)
+		clear(s.out)
+	}()
+	for i := range inputs {
+		v, err := inputValue(inputs[i])
+		if err != nil {
+			return fmt.Errorf("onnxruntime: input %d (%s): %w", i, m.inputs[i].Name, err)
+		}
+		s.in[i] = v
+	}
+	// Outputs of known shape are written by ONNX Runtime straight into the
+	// caller's buffers; the others are allocated by it and copied.
+	for i, info := range m.outputs {
+		v, err := outputValue(info, &outputs[i])
+		if err != nil {
+			return fmt.Errorf("onnxruntime: output %d (%s): %w", i, info.Name, err)
+		}
+		s.out[i] = v
+	}
+
+	stop := s.watch(ctx)
+	err := m.sess.RunWithOptions(s.in, s.out, s.ro)
+	stop()
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("onnxruntime: run cancelled: %w", cerr)
+		}
+		return fmt.Errorf("onnxruntime: run: %w", err)
+	}
+	for i, info := range m.outputs {
+		if err := readOutput(s.out[i], &outputs[i]); err != nil {
+			return fmt.Errorf("onnxruntime: output %d (%s): %w", i, info.Name, err)
+		}
+	}
+	return nil
+}
+
+// watch terminates the run when ctx is done and returns a function that
+// ends the watch and clears the termination for the next run.
+func (s *Session) watch(ctx context.Context) func() {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	s.mu.Lock()
+	s.gen++
+	gen := s.gen
+	s.done = false
+	s.mu.Unlock()
+	stopAfter := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.gen == gen && !s.done {
+			s.ro.Terminate()
+			s.killed = true
+		}
+	})
+	return func() {
+		stopAfter()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.done = true
+		if s.killed {
+			s.ro.UnsetTerminate()
+			s.killed = false
+		}
+	}
+}
+
+// Close frees the session's run options.
+func (s *Session) Close() error {
+	s.m.mu.RLock()
+	defer s.m.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.ro.Destroy()
+}
+
+// inputValue wraps t's data, without copying, as an ONNX Runtime value.
+func inputValue(t runtime.Tensor) (ort.Value, error) {
+	if len(t.Shape) == 0 {
+		return scalarIn(t)
+	}
+	typ, ok := toORT[t.DType]
+	if !ok {
+		return nil, fmt.Errorf("%w: dtype %s", runtime.ErrUnsupported, t.DType)
+	}
+	data := t.Data
+	if len(data) == 0 {
+		// ONNX Runtime wants a buffer even for a tensor with no elements.
+		data = make([]byte, 1)
+	}
+	return ort.NewCustomDataTensor(shape64(t.Shape), data, typ)
+}
+
+// outputValue returns a value over the caller's tensor when the output's
+// shape is fully known, or nil for ONNX Runtime to allocate.
+func outputValue(info runtime.TensorInfo, t *runtime.Tensor) (ort.Value, error) {
+	if len(info.Shape) == 0 {
+		return scalarOut(info.DType)
+	}
+	n := runtime.ByteSize(info.DType, info.Shape)
+	if n <= 0 {
+		return nil, nil
+	}
+	typ, ok := toORT[info.DType]
+	if !ok {
+		return nil, fmt.Errorf("%w: dtype %s", runtime.ErrUnsupported, info.DType)
+	}
+	setOutput(t, info.DType, info.Shape, n)
+	return ort.NewCustomDataTensor(shape64(info.Shape), t.Data, typ)
+}
+
+func setOutput(t *runtime.Tensor, dt runtime.DType, shape []int, n int) {
+	t.DType = dt
+	t.Shape = append(t.Shape[:0], shape...)
+	if cap(t.Data) >= n {
+		t.Data = t.Data[:n]
+	} else {
+		t.Data = make([]byte, n)
+	}
+}
+
+// readOutput copies what ONNX Runtime produced into t, unless it already
+// wrote there.
+func readOutput(v ort.Value, t *runtime.Tensor) error {
+	var dt runtime.DType
+	var data []byte
+	switch v := v.(type) {
+	case *ort.CustomDataTensor:
+		if len(t.Data) > 0 && len(v.GetData()) > 0 && &v.GetData()[0] == &t.Data[0] {
+			return nil // written in place
+		}
+		d, ok := fromORT[ort.TensorElementDataType(v.DataType())]
+		if !ok {
+			return fmt.Errorf("%w: element type %d", runtime.ErrUnsupported, v.DataType())
+		}
+		dt, data = d, v.GetData()
+	case *ort.Scalar[float32]:
+		return scalarOutput(t, runtime.Float32, v.GetData())
+	case *ort.Scalar[float64]:
+		return scalarOutput(t, runtime.Float64, v.GetData())
+	case *ort.Scalar[int8]:
+		return scalarOutput(t, runtime.Int8, v.GetData())
+	case *ort.Scalar[uint8]:
+		return scalarOutput(t, runtime.Uint8, v.GetData())
+	case *ort.Scalar[int16]:
+		return scalarOutput(t, runtime.Int16, v.GetData())
+	case *ort.Scalar[uint16]:
+		return scalarOutput(t, runtime.Uint16, v.GetData())
+	case *ort.Scalar[int32]:
+		return scalarOutput(t, runtime.Int32, v.GetData())
+	case *ort.Scalar[uint32]:
+		return scalarOutput(t, runtime.Uint32, v.GetData())
+	case *ort.Scalar[int64]:
+		return scalarOutput(t, runtime.Int64, v.GetData())
+	case *ort.Scalar[uint64]:
+		return scalarOutput(t, runtime.Uint64, v.GetData())
+	case *ort.Scalar[bool]:
+		return scalarOutput(t, runtime.Bool, v.GetData())
+	case *ort.Tensor[float32]:
+		dt, data = runtime.Float32, asBytes(v.GetData())
+	case *ort.Tensor[float64]:
+		dt, data = runtime.Float64, asBytes(v.GetData())
+	case *ort.Tensor[int8]:
+		dt, data = runtime.Int8, asBytes(v.GetData())
+	case *ort.Tensor[uint8]:
+		dt, data = runtime.Uint8, asBytes(v.GetData())
+	case *ort.Tensor[int16]:
+		dt, data = runtime.Int16, asBytes(v.GetData())
+	case *ort.Tensor[uint16]:
+		dt, data = runtime.Uint16, asBytes(v.GetData())
+	case *ort.Tensor[int32]:
+		dt, data = runtime.Int32, asBytes(v.GetData())
+	case *ort.Tensor[uint32]:
+		dt, data = runtime.Uint32, asBytes(v.GetData())
+	case *ort.Tensor[int64]:
+		dt, data = runtime.Int64, asBytes(v.GetData())
+	case *ort.Tensor[uint64]:
+		dt, data = runtime.Uint64, asBytes(v.GetData())
+	case *ort.Tensor[bool]:
+		dt, data = runtime.Bool, asBytes(v.GetData())
+	case nil:
+		return errors.New("ONNX Runtime returned no value")
+	default:
+		return fmt.Errorf("%w: ONNX Runtime returned a %s", runtime.ErrUnsupported, v.GetONNXType())
+	}
+	shape := v.GetShape()
+	dims := make([]int, len(shape))
+	for i, d := range shape {
+		dims[i] = int(d)
+	}
+	n := runtime.ByteSize(dt, dims)
+	if n < 0 || n > len(data) {
+		return fmt.Errorf("ONNX Runtime returned %d bytes for %s%v", len(data), dt, dims)
+	}
+	setOutput(t, dt, dims, n)
+	copy(t.Data, data[:n])
+	return nil
+}
+
+func shape64(s []int) ort.Shape {
+	out := make(ort.Shape, len(s))
+	for i, d := range s {
+		out[i] = int64(d)
+	}
+	return out
+}
+
+// asBytes views a slice of fixed-size elements as its little-endian bytes;
+// edgefleet's targets (amd64, arm64, arm) are all little-endian.
+func asBytes[T any](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// Scalars: onnxruntime_go's byte-backed tensors need at least one
+// dimension, so rank-0 values go through its typed Scalar.
+func scalarIn(t runtime.Tensor) (ort.Value, error) {
+	switch t.DType {
+	case runtime.Float32:
+		return newScalar[float32](t.Data)
+	case runtime.Float64:
+		return newScalar[float64](t.Data)
+	case runtime.Int8:
+		return newScalar[int8](t.Data)
+	case runtime.Uint8:
+		return newScalar[uint8](t.Data)
+	case runtime.Int16:
+		return newScalar[int16](t.Data)
+	case runtime.Uint16:
+		return newScalar[uint16](t.Data)
+	case runtime.Int32:
+		return newScalar[int32](t.Data)
+	case runtime.Uint32:
+		return newScalar[uint32](t.Data)
+	case runtime.Int64:
+		return newScalar[int64](t.Data)
+	case runtime.Uint64:
+		return newScalar[uint64](t.Data)
+	case runtime.Bool:
+		return newScalar[bool](t.Data)
+	}
+	return nil, fmt.Errorf("%w: scalar of dtype %s", runtime.ErrUnsupported, t.DType)
+}
+
+func newScalar[T ort.TensorData](b []byte) (ort.Value, error) {
+	var v T
+	if len(b) != int(unsafe.Sizeof(v)) {
+		return nil, fmt.Errorf("%w: scalar needs %d bytes, has %d", runtime.ErrInput, unsafe.Sizeof(v), len(b))
+	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&v)), len(b)), b)
+	return ort.NewScalar(v)
+}
+
+func scalarOut(dt runtime.DType) (ort.Value, error) {
+	switch dt {
+	case runtime.Float32:
+		return ort.NewEmptyScalar[float32]()
+	case runtime.Float64:
+		return ort.NewEmptyScalar[float64]()
+	case runtime.Int8:
+		return ort.NewEmptyScalar[int8]()
+	case runtime.Uint8:
+		return ort.NewEmptyScalar[uint8]()
+	case runtime.Int16:
+		return ort.NewEmptyScalar[int16]()
+	case runtime.Uint16:
+		return ort.NewEmptyScalar[uint16]()
+	case runtime.Int32:
+		return ort.NewEmptyScalar[int32]()
+	case runtime.Uint32:
+		return ort.NewEmptyScalar[uint32]()
+	case runtime.Int64:
+		return ort.NewEmptyScalar[int64]()
+	case runtime.Uint64:
+		return ort.NewEmptyScalar[uint64]()
+	case runtime.Bool:
+		return ort.NewEmptyScalar[bool]()
+	}
+	return nil, fmt.Errorf("%w: scalar output of dtype %s", runtime.ErrUnsupported, dt)
+}
+
+func scalarOutput[T any](t *runtime.Tensor, dt runtime.DType, v T) error {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&v)), unsafe.Sizeof(v))
+	setOutput(t, dt, nil, len(b))
+	t.Shape = t.Shape[:0]
+	copy(t.Data, b)
+	return nil
+}
+
+// Compile-time checks that the types implement the interfaces.
+var (
+	_ runtime.Backend = (*Backend)(nil)
+	_ runtime.Model   = (*Model)(nil)
+	_ runtime.Session = (*Session)(nil)
+)
