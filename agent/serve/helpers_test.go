@@ -157,4 +157,3 @@ func contains(s string, subs ...string) bool {
 	}
 	return true
 }
-

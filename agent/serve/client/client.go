@@ -279,4 +279,3 @@ func apiError(resp *http.Response, body []byte) error {
 	}
 	return e
 }
-
