@@ -26,9 +26,9 @@ const (
 // partial blob and a crash leaves only temporary files (removed at the
 // next NewFSStore).
 type FSStore struct {
-	dir      string
-	limit    int64
-	minFree  uint64
+	dir     string
+	limit   int64
+	minFree uint64
 }
 
 // FSOptions configure an FSStore.
