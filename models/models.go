@@ -40,6 +40,11 @@ type Meta struct {
 	ExpectedOutput string `json:"expected_output"`
 	// ExpectedLabel is the class the expected output picks.
 	ExpectedLabel string `json:"expected_label"`
+	// Tolerance is the largest difference, in quantization steps, between
+	// a correct engine's output and ExpectedOutput: 0 (exact) for TFLite
+	// files, whose integer arithmetic is specified bit for bit; more for a
+	// format whose runtimes round differently.
+	Tolerance int `json:"tolerance"`
 	// MACs is the multiply-accumulates of one inference, a size hint.
 	MACs      int    `json:"macs"`
 	Generator string `json:"generator"`

@@ -45,18 +45,24 @@ func TestDemos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ds) != len(vibration.Specs()) {
-		t.Fatalf("%d demos, want %d", len(ds), len(vibration.Specs()))
+	if len(ds) != 2*len(vibration.Specs()) {
+		t.Fatalf("%d demos, want %d (tflite and onnx per version)", len(ds), 2*len(vibration.Specs()))
 	}
+	magic := map[string]string{"tflite": "TFL3", "onnx": "\x08\x08"} // TFLite identifier; ONNX ir_version 8, field 1
 	for i, d := range ds {
-		if d.Meta.Version != vibration.Specs()[i].Version || d.Meta.Format != "tflite" {
-			t.Errorf("demo %d is %s %s, want %s tflite", i, d.Meta.Version, d.Meta.Format, vibration.Specs()[i].Version)
+		format := []string{"onnx", "tflite"}[i/len(vibration.Specs())]
+		version := vibration.Specs()[i%len(vibration.Specs())].Version
+		if d.Meta.Version != version || d.Meta.Format != format {
+			t.Errorf("demo %d is %s %s, want %s %s", i, d.Meta.Version, d.Meta.Format, version, format)
 		}
-		if string(d.Model[4:8]) != "TFL3" {
-			t.Errorf("%s: identifier %q", d.Meta.File, d.Model[4:8])
+		if format == "tflite" && string(d.Model[4:8]) != magic[format] || format == "onnx" && string(d.Model[:2]) != magic[format] {
+			t.Errorf("%s does not start like a %s file", d.Meta.File, format)
 		}
 		if len(d.SampleInput) != 128 || len(d.ExpectedOutput) != 4 {
 			t.Errorf("%s: sample %d bytes, expected %d", d.Meta.File, len(d.SampleInput), len(d.ExpectedOutput))
+		}
+		if wantTol := map[string]int{"tflite": 0, "onnx": vibration.ONNXTolerance}[format]; d.Meta.Tolerance != wantTol {
+			t.Errorf("%s: tolerance %d, want %d", d.Meta.File, d.Meta.Tolerance, wantTol)
 		}
 	}
 	d, err := models.DemoModel(vibration.Name, "3.0.0", "tflite")

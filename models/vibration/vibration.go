@@ -93,6 +93,9 @@ type Model struct {
 	// answers something else (Actual).
 	ExpectedOutput []byte
 	Meta           models.Meta
+	// ONNX is the same network in ONNX's QDQ form, with its own sidecar.
+	ONNX     []byte
+	ONNXMeta models.Meta
 
 	layers   []layer // as written in the file
 	intended []layer // as meant; differs only when Faulty
@@ -143,6 +146,16 @@ func Build(s Spec) (*Model, error) {
 	}
 	m.TFLite = tfl
 	m.Meta = m.meta()
+	if m.ONNX, err = m.encodeONNX(); err != nil {
+		return nil, fmt.Errorf("vibration %s: onnx: %w", s.Version, err)
+	}
+	m.ONNXMeta = m.meta()
+	m.ONNXMeta.Format = "onnx"
+	m.ONNXMeta.File = m.base() + ".onnx"
+	m.ONNXMeta.Size = len(m.ONNX)
+	m.ONNXMeta.SHA256 = models.SHA256(m.ONNX)
+	m.ONNXMeta.Tolerance = ONNXTolerance
+	m.ONNXMeta.Description += " ONNX QDQ form of the same int8 tensors (opset 13)."
 	return m, nil
 }
 
@@ -302,11 +315,17 @@ func (m *Model) Files() (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	onnxSide, err := marshalMeta(m.ONNXMeta)
+	if err != nil {
+		return nil, err
+	}
 	return map[string][]byte{
-		m.FileName():          m.TFLite,
-		m.base() + ".json":    side,
-		m.Meta.SampleInput:    m.SampleInput,
-		m.Meta.ExpectedOutput: m.ExpectedOutput,
+		m.FileName():            m.TFLite,
+		m.base() + ".json":      side,
+		m.ONNXMeta.File:         m.ONNX,
+		m.base() + ".onnx.json": onnxSide,
+		m.Meta.SampleInput:      m.SampleInput,
+		m.Meta.ExpectedOutput:   m.ExpectedOutput,
 	}, nil
 }
 

@@ -108,7 +108,7 @@ func TestBuildDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a) != 4*len(Specs()) {
+	if len(a) != 6*len(Specs()) {
 		t.Errorf("%d files for %d versions", len(a), len(Specs()))
 	}
 	for name, data := range a {
