@@ -1,0 +1,320 @@
+// Package broker connects the fleet server to MQTT, in one of two ways: an
+// embedded mochi-mqtt broker that hands every device publish to the server
+// through a hook before it acknowledges it, or a client of an external
+// broker (Mosquitto, EMQX) reading device messages through shared
+// subscriptions. Either way device messages reach a Handler and the server
+// publishes through Publish.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgefleet/edgefleet/fleet/inventory"
+	"github.com/edgefleet/edgefleet/proto"
+)
+
+// Handler receives the messages devices publish. clientID is the MQTT
+// client id of the publisher, or "" when the transport does not know it.
+// An error wrapping inventory.ErrRejected means the message was dropped for
+// what it is; any other error is a failure of the server, and the message
+// is not acknowledged so that the device sends it again.
+type Handler interface {
+	Handle(ctx context.Context, clientID, topic string, payload []byte) error
+}
+
+// DefaultAddr is where the embedded broker listens unless told otherwise:
+// loopback, since exposing the broker is a decision for the operator.
+const DefaultAddr = "127.0.0.1:1883"
+
+// Limits of the embedded broker. mochi's defaults are unbounded or sized for
+// a general-purpose broker (no packet size limit, sessions kept forever,
+// 8,192 pending writes per client); these are sized for devices that send a
+// hello, a status and a telemetry window every few seconds, one QoS 1
+// message in flight at a time, and receive a retained desired state.
+// ../shared/notes/mqtt-notes.md §2.1 has the measurements behind them.
+type Limits struct {
+	// MaxPacketBytes bounds every MQTT packet: the largest payload the
+	// protocol decodes plus room for the topic and header. Larger packets
+	// close the connection before they are buffered.
+	MaxPacketBytes uint32
+	// MaxClients bounds concurrent connections.
+	MaxClients int64
+	// MaxInflight bounds the QoS 1/2 messages the broker keeps for one
+	// subscriber; devices receive a handful (desired state, commands).
+	MaxInflight uint16
+	// ReceiveMaximum bounds the QoS 1/2 publishes one client may have
+	// unacknowledged towards the broker.
+	ReceiveMaximum uint16
+	// MaxWritesPending bounds each client's outbound queue; at 10k clients
+	// 128 halved peak memory under overload against the default 8,192.
+	MaxWritesPending int32
+	// MaxSessionExpiry bounds how long a disconnected persistent session is
+	// kept. Agents use clean sessions; this stops any other client from
+	// making the broker keep state forever.
+	MaxSessionExpiry time.Duration
+	// MaxMessageExpiry bounds how long a retained or queued message lives.
+	MaxMessageExpiry time.Duration
+	// ReadBufferBytes and WriteBufferBytes size each connection's buffers;
+	// device messages are a few hundred bytes, and buffers are per client,
+	// so they dominate memory at fleet scale.
+	ReadBufferBytes  int
+	WriteBufferBytes int
+}
+
+// DefaultLimits returns the limits used when Options.Limits is zero.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxPacketBytes:   proto.MaxPayloadBytes + 4<<10,
+		MaxClients:       100_000,
+		MaxInflight:      256,
+		ReceiveMaximum:   64,
+		MaxWritesPending: 128,
+		MaxSessionExpiry: time.Hour,
+		MaxMessageExpiry: 24 * time.Hour,
+		ReadBufferBytes:  2 << 10,
+		WriteBufferBytes: 2 << 10,
+	}
+}
+
+// EmbeddedOptions configure an embedded broker.
+type EmbeddedOptions struct {
+	// Addr is the TCP address to listen on; DefaultAddr when empty.
+	// "127.0.0.1:0" picks a free port (see Addr).
+	Addr string
+	// Handler receives device messages. Required.
+	Handler Handler
+	// Limits; DefaultLimits() when zero.
+	Limits Limits
+	// HandleTimeout bounds the handling of one device message, so a stuck
+	// store cannot hold a device's connection forever. Default 10 s.
+	HandleTimeout time.Duration
+	// Logger receives broker logs (mochi's too); nil discards them.
+	Logger *slog.Logger
+}
+
+// Embedded is an in-process mochi-mqtt broker.
+type Embedded struct {
+	srv    *mqtt.Server
+	ln     *tcpListener
+	log    *slog.Logger
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// NewEmbedded creates the broker and binds its listener, so Addr is known
+// before Start.
+func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
+	if opts.Handler == nil {
+		return nil, errors.New("embedded broker: no handler for device messages")
+	}
+	if opts.Addr == "" {
+		opts.Addr = DefaultAddr
+	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits()
+	}
+	if opts.HandleTimeout <= 0 {
+		opts.HandleTimeout = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := opts.Limits
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = l.MaxPacketBytes
+	caps.MaximumClients = l.MaxClients
+	caps.MaximumInflight = l.MaxInflight
+	caps.ReceiveMaximum = l.ReceiveMaximum
+	caps.MaximumClientWritesPending = l.MaxWritesPending
+	caps.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
+	caps.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
+
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  l.ReadBufferBytes,
+		ClientNetWriteBufferSize: l.WriteBufferBytes,
+		SysTopicResendInterval:   30,
+		InlineClient:             true,
+		Logger:                   log.With("component", "mochi"),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	hook := &ingestHook{ctx: ctx, handler: opts.Handler, timeout: opts.HandleTimeout, log: log}
+	// Until issue 8 brings device credentials, every client may connect;
+	// the ingest hook still refuses publishes under another device's id.
+	if err := srv.AddHook(&allowHook{}, nil); err != nil {
+		cancel()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.AddHook(hook, nil); err != nil {
+		cancel()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("embedded broker: listen on %s: %w", opts.Addr, err)
+	}
+	tl := &tcpListener{ln: ln}
+	if err := srv.AddListener(tl); err != nil {
+		ln.Close()
+		cancel()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	return &Embedded{srv: srv, ln: tl, log: log, cancel: cancel}, nil
+}
+
+// Addr is the address the broker listens on, e.g. "127.0.0.1:41883".
+func (e *Embedded) Addr() string { return e.ln.Address() }
+
+// URL is the broker's address as a client URL, e.g. "tcp://127.0.0.1:1883".
+func (e *Embedded) URL() string { return "tcp://" + e.Addr() }
+
+// Start begins accepting connections. ctx is unused: the broker runs until
+// Close.
+func (e *Embedded) Start(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("embedded broker: %w: closed", ErrNotReady)
+	}
+	if e.started {
+		return nil
+	}
+	if err := e.srv.Serve(); err != nil {
+		return fmt.Errorf("embedded broker: serve: %w", err)
+	}
+	e.started = true
+	e.log.Info("mqtt broker listening", "addr", e.Addr())
+	return nil
+}
+
+// Ready returns nil while the broker is serving.
+func (e *Embedded) Ready() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.started || e.closed {
+		return ErrNotReady
+	}
+	return nil
+}
+
+// Publish sends a message to subscribers through mochi's inline client,
+// at QoS 1.
+func (e *Embedded) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.Ready(); err != nil {
+		return err
+	}
+	if err := e.srv.Publish(topic, payload, retain, 1); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrPublish, topic, err)
+	}
+	return nil
+}
+
+// Close disconnects every client (which sends their last wills through the
+// hook, so call it before closing what the handler writes to) and stops
+// the listener.
+func (e *Embedded) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	started := e.started
+	e.mu.Unlock()
+	var err error
+	if started {
+		err = e.srv.Close()
+		e.ln.wait()
+	} else {
+		err = e.ln.ln.Close()
+	}
+	e.cancel()
+	return err
+}
+
+// allowHook lets every client connect and use every topic. Issue 8
+// replaces it with device authentication and per-device ACLs.
+type allowHook struct{ mqtt.HookBase }
+
+func (h *allowHook) ID() string { return "edgefleet-allow-all" }
+
+func (h *allowHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (h *allowHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (h *allowHook) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+
+// ingestHook hands device publishes to the handler before mochi writes the
+// PUBACK (mochi's processPublish runs OnPublish first), so a device's QoS 1
+// acknowledgement means the message was applied to the store. Reading
+// through a hook rather than a subscription also avoids the silent
+// drops a slow subscriber suffers (mqtt-notes §0.3).
+type ingestHook struct {
+	mqtt.HookBase
+	ctx     context.Context
+	handler Handler
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+func (h *ingestHook) ID() string { return "edgefleet-ingest" }
+
+func (h *ingestHook) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnWillSent
+}
+
+func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the server's own publishes
+	}
+	err := h.handle(cl.ID, pk.TopicName, pk.Payload)
+	switch {
+	case err == nil:
+		return pk, nil
+	case errors.Is(err, inventory.ErrRejected):
+		// Acknowledge but neither deliver nor retain: resending cannot fix
+		// the message, and the device must not be stuck resending it.
+		return pk, packets.CodeSuccessIgnore
+	default:
+		h.log.Error("device message not applied; not acknowledging it so the device resends", "client_id", cl.ID, "topic", pk.TopicName, "error", err)
+		return pk, packets.ErrRejectPacket
+	}
+}
+
+// OnWillSent sees the last will after mochi published it; wills do not pass
+// through OnPublish.
+func (h *ingestHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if err := h.handle(cl.ID, pk.TopicName, pk.Payload); err != nil && !errors.Is(err, inventory.ErrRejected) {
+		h.log.Error("last will not applied", "client_id", cl.ID, "topic", pk.TopicName, "error", err)
+	}
+}
+
+func (h *ingestHook) handle(clientID, topic string, payload []byte) error {
+	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
+	defer cancel()
+	return h.handler.Handle(ctx, clientID, topic, payload)
+}
+
+// Compile-time checks that the hooks are mochi hooks.
+var (
+	_ mqtt.Hook = (*allowHook)(nil)
+	_ mqtt.Hook = (*ingestHook)(nil)
+)
