@@ -42,3 +42,26 @@ func ortLibrary(t *testing.T) string {
 	sort.Strings(found)
 	return found[len(found)-1]
 }
+
+// BenchmarkDemoONNXRuntime is BenchmarkDemoTFLite on ONNX Runtime with one
+// intra-op thread, over the QDQ ONNX form of the same networks.
+func BenchmarkDemoONNXRuntime(b *testing.B) {
+	lib := os.Getenv(onnxrt.EnvLibrary)
+	if lib == "" {
+		arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[goruntime.GOARCH]
+		found, _ := filepath.Glob(filepath.Join("..", ".cache", "onnxruntime", "*", "linux-"+arch, "libonnxruntime.so.1"))
+		if len(found) == 0 {
+			b.Skipf("ONNX Runtime library not found: set $%s", onnxrt.EnvLibrary)
+		}
+		sort.Strings(found)
+		lib = found[len(found)-1]
+	}
+	be, err := runtime.New(onnxrt.Name, runtime.Config{Settings: map[string]string{onnxrt.SettingLibrary: lib}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := be.Available(); err != nil {
+		b.Skipf("ONNX Runtime not usable here: %v", err)
+	}
+	benchDemos(b, be, "onnx")
+}
