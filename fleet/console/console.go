@@ -195,13 +195,15 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		return true
 	}
+	// Take the change channel before each send, so a change that happens
+	// while the page is being told about the previous one is not missed.
+	changed := c.inv.Changed()
 	if !send() {
 		return
 	}
 	keepalive := time.NewTicker(30 * time.Second)
 	defer keepalive.Stop()
 	for {
-		changed := c.inv.Changed()
 		select {
 		case <-ctx.Done():
 			return
@@ -221,6 +223,7 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-t.C:
 		}
+		changed = c.inv.Changed()
 		if !send() {
 			return
 		}

@@ -1,0 +1,163 @@
+package console_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/edgefleet/edgefleet/fleet/console"
+	"github.com/edgefleet/edgefleet/fleet/inventory"
+	"github.com/edgefleet/edgefleet/fleet/store"
+	"github.com/edgefleet/edgefleet/fleet/store/storetest"
+	"github.com/edgefleet/edgefleet/proto"
+)
+
+func newInventory(t *testing.T) *inventory.Inventory {
+	t.Helper()
+	inv, err := inventory.New(context.Background(), storetest.Open(t, store.Options{}), inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv
+}
+
+func hello(t *testing.T, inv *inventory.Inventory, id string, labels map[string]string) {
+	t.Helper()
+	h := &proto.Hello{ProtocolVersion: 1, DeviceId: id, Session: 1, FirmwareProfile: "raspberry-pi-5", Labels: labels,
+		Models: []*proto.InstalledModel{{Name: "kws", Version: "2.0.0", Active: true}}}
+	if err := inv.Handle(context.Background(), id, proto.Topic(id, proto.KindHello), proto.MustEncode(h)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func serve(t *testing.T, inv *inventory.Inventory) *httptest.Server {
+	t.Helper()
+	c, err := console.New(console.Options{Inventory: inv, EventInterval: time.Millisecond})
+	if err != nil {
+		t.Fatalf("console.New with the embedded templates: %v", err)
+	}
+	mux := http.NewServeMux()
+	c.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestBrokenTemplateFailsAtStart(t *testing.T) {
+	for name, fsys := range map[string]fstest.MapFS{
+		"syntax": {
+			"templates/layout.html":  {Data: []byte(`{{define "layout"}}{{template "content" .}}{{end}}`)},
+			"templates/devices.html": {Data: []byte(`{{define "content"}}{{range .Devices}}{{end}`)},
+		},
+		"missing page": {
+			"templates/layout.html": {Data: []byte(`{{define "layout"}}{{end}}`)},
+		},
+		"no content block": {
+			"templates/layout.html":  {Data: []byte(`{{define "layout"}}{{end}}`)},
+			"templates/devices.html": {Data: []byte(`{{define "other"}}{{end}}`)},
+		},
+	} {
+		if _, err := console.New(console.Options{Templates: fsys}); err == nil {
+			t.Errorf("%s: console.New accepted a broken template set", name)
+		}
+	}
+}
+
+func TestDevicesPage(t *testing.T) {
+	inv := newInventory(t)
+	hello(t, inv, "gw-1", map[string]string{"site": "<b>plant-7</b>"})
+	hello(t, inv, "gw-2", nil)
+	srv := serve(t, inv)
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET / = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{"gw-1", "gw-2", "raspberry-pi-5", "kws@2.0.0", `class="status online"`, "2</span> online", "&lt;b&gt;plant-7&lt;/b&gt;", `src="/static/console.js"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "<b>plant-7</b>") {
+		t.Error("label value was not escaped")
+	}
+	if resp.Header.Get("Content-Security-Policy") == "" {
+		t.Error("no Content-Security-Policy")
+	}
+	for _, p := range []string{"/static/console.js", "/static/console.css"} {
+		r, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != 200 {
+			t.Errorf("GET %s = %d", p, r.StatusCode)
+		}
+	}
+	r, err := http.Get(srv.URL + "/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 404 {
+		t.Errorf("GET /nope = %d, want 404", r.StatusCode)
+	}
+}
+
+func TestEmptyPage(t *testing.T) {
+	srv := serve(t, newInventory(t))
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "No devices yet") {
+		t.Fatalf("empty page lacks the hint:\n%s", body)
+	}
+}
+
+func TestEventsFollowInventoryChanges(t *testing.T) {
+	inv := newInventory(t)
+	srv := serve(t, inv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	lines := bufio.NewScanner(resp.Body)
+	next := func() string {
+		t.Helper()
+		for lines.Scan() {
+			if l := lines.Text(); strings.HasPrefix(l, "event: ") {
+				return l
+			}
+		}
+		t.Fatalf("stream ended: %v", lines.Err())
+		return ""
+	}
+	if e := next(); e != "event: devices" {
+		t.Fatalf("first event = %q", e)
+	}
+	hello(t, inv, "gw-9", nil)
+	if e := next(); e != "event: devices" {
+		t.Fatalf("event after a change = %q", e)
+	}
+}
