@@ -110,7 +110,7 @@ func (bc *broadcast) each(f func(ia, ib, io, n, da, db int)) {
 	}
 }
 
-type binary struct {
+type binaryOp struct {
 	code       int32
 	a, b, out  int
 	bc         broadcast
@@ -157,7 +157,7 @@ func prepareBinary(c *prepCtx) (kernel, error) {
 	if err := sameType(allowed, a, b, out); err != nil {
 		return nil, err
 	}
-	k := &binary{code: code, a: ai, b: bi, out: oi, dtype: a.dtype}
+	k := &binaryOp{code: code, a: ai, b: bi, out: oi, dtype: a.dtype}
 	if k.bc, err = newBroadcast(a.shape, b.shape, out.shape); err != nil {
 		return nil, err
 	}
@@ -233,7 +233,7 @@ func prepareBinary(c *prepCtx) (kernel, error) {
 // (xnn_init_qs8_add_minmax_scalar_params): both inputs' scales relative to
 // the output become integer multipliers of at most 21 bits sharing one
 // shift, with rounding and zero points folded into a bias.
-func (k *binary) xnnAdd(sa, sb, so float32, sub bool) error {
+func (k *binaryOp) xnnAdd(sa, sb, so float32, sub bool) error {
 	as := sa / so
 	bs := sb / so
 	if sub {
@@ -262,7 +262,7 @@ func (k *binary) xnnAdd(sa, sb, so float32, sub bool) error {
 	return nil
 }
 
-func (k *binary) eval(bufs [][]byte) error {
+func (k *binaryOp) eval(bufs [][]byte) error {
 	a, b, o := bufs[k.a], bufs[k.b], bufs[k.out]
 	switch k.dtype {
 	case runtime.Float32:
@@ -277,7 +277,7 @@ func (k *binary) eval(bufs [][]byte) error {
 	return nil
 }
 
-func binaryQ[T int8 | uint8](k *binary, a, b, o []T) {
+func binaryQ[T int8 | uint8](k *binaryOp, a, b, o []T) {
 	k.bc.each(func(ia, ib, io, n, da, db int) {
 		out := o[io : io+n]
 		for i := range out {
@@ -306,7 +306,7 @@ func binaryQ[T int8 | uint8](k *binary, a, b, o []T) {
 	})
 }
 
-func binaryF(k *binary, a, b, o []float32) {
+func binaryF(k *binaryOp, a, b, o []float32) {
 	k.bc.each(func(ia, ib, io, n, da, db int) {
 		out := o[io : io+n]
 		for i := range out {
@@ -335,7 +335,7 @@ func binaryF(k *binary, a, b, o []float32) {
 	})
 }
 
-func binaryI32(k *binary, a, b, o []int32) {
+func binaryI32(k *binaryOp, a, b, o []int32) {
 	k.bc.each(func(ia, ib, io, n, da, db int) {
 		out := o[io : io+n]
 		for i := range out {

@@ -251,6 +251,7 @@ func prepareConv(c *prepCtx) (kernel, error) {
 	}
 	groups := g.ic / icg
 	k := g.kh * g.kw * icg
+	c.macs = int64(g.n) * int64(g.oh*g.ow) * int64(g.oc) * int64(k)
 	if !p.quant {
 		kc := &convF{convParams: *p, groups: groups, icg: icg, ocg: g.oc / groups, k: k}
 		kc.w = make([]float32, g.oc*k)
@@ -408,6 +409,7 @@ func prepareDepthwise(c *prepCtx) (kernel, error) {
 	}
 	mult := g.oc / g.ic
 	n := g.kh * g.kw * g.oc
+	c.macs = int64(g.n) * int64(g.oh*g.ow) * int64(n)
 	if !p.quant {
 		k := &dwF{convParams: *p, mult: mult, w: make([]float32, n)}
 		copy(k.w, asF32(p.filter.data))

