@@ -18,7 +18,6 @@
 package vibration
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -225,10 +224,6 @@ func run(layers []layer, in []int8) ([]int8, error) {
 	}
 	return out, nil
 }
-
-// errAmbiguous is returned when an input sits on a rounding boundary where
-// TFLite's two softmax kernels answer differently.
-var errAmbiguous = errors.New("expected output would depend on the softmax kernel")
 
 func (m *Model) encode() ([]byte, error) {
 	g := tflitewrite.New(fmt.Sprintf("edgefleet %s %s", Name, m.Spec.Version))
