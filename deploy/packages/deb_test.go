@@ -361,3 +361,19 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestFromDescribe(t *testing.T) {
+	for _, tc := range []struct{ in, want, deb string }{
+		{"v1.2.0\n", "1.2.0", "1.2.0"},
+		{"v1.2.0-dirty", "1.2.0+dirty", "1.2.0+dirty"},
+		{"v1.2.0-3-gabc1234", "1.2.0+3.gabc1234", "1.2.0+3.gabc1234"},
+		{"v1.2.0-rc1-3-gabc1234-dirty", "1.2.0-rc1+3.gabc1234.dirty", "1.2.0~rc1+3.gabc1234.dirty"},
+		{"vnext", "0.0.0-dev", "0.0.0~dev"},
+	} {
+		got := fromDescribe(tc.in)
+		deb, err := debianVersion(got)
+		if got != tc.want || err != nil || deb != tc.deb {
+			t.Errorf("fromDescribe(%q) = %q → %q, %v; want %q → %q", tc.in, got, deb, err, tc.want, tc.deb)
+		}
+	}
+}

@@ -152,7 +152,12 @@ func gitVersion(ctx context.Context, root string) string {
 	if err != nil {
 		return "0.0.0-dev"
 	}
-	d := strings.TrimPrefix(strings.TrimSpace(string(out)), "v")
+	return fromDescribe(string(out))
+}
+
+// fromDescribe turns `git describe --dirty` output into a version.
+func fromDescribe(out string) string {
+	d := strings.TrimPrefix(strings.TrimSpace(out), "v")
 	dirty := strings.HasSuffix(d, "-dirty")
 	d = strings.TrimSuffix(d, "-dirty")
 	var extra []string
