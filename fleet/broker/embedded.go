@@ -148,7 +148,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		ClientNetWriteBufferSize: l.WriteBufferBytes,
 		SysTopicResendInterval:   30,
 		InlineClient:             true,
-		Logger:                   log.With("component", "mochi"),
+		Logger:                   log.With("broker", "mochi"),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	hook := &ingestHook{ctx: ctx, handler: opts.Handler, timeout: opts.HandleTimeout, log: log}

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/edgefleet/edgefleet/fleet/fleetd"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgefleet/edgefleet/fleet/api"
+	"github.com/edgefleet/edgefleet/fleet/fleetd"
 	"github.com/edgefleet/edgefleet/fleet/fleettest"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/store"
@@ -336,3 +337,26 @@ func newServerErr(dir string) (*fleetd.Server, error) {
 // http1Idle closes the test's idle keep-alive connections, whose client
 // goroutines would otherwise count as leaks.
 func http1Idle() { http.DefaultClient.CloseIdleConnections() }
+
+// The documented deploy/mosquitto/edgefleet.conf must start Debian's
+// mosquitto and serve the server and a device, with only the port, the
+// persistence dir and the log destination changed for the test.
+func TestDeployMosquittoConfig(t *testing.T) {
+	text, err := os.ReadFile("../../deploy/mosquitto/edgefleet.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := fleettest.StartMosquittoWith(t, func(port int, dir string) string {
+		c := strings.Replace(string(text), "listener 1883 127.0.0.1", fmt.Sprintf("listener %d 127.0.0.1", port), 1)
+		c = strings.Replace(c, "persistence_location /var/lib/mosquitto/", "persistence_location "+dir+"/", 1)
+		c = strings.Replace(c, "log_dest syslog", "log_dest stderr\nuser root", 1)
+		if c == string(text) {
+			t.Fatal("deploy config no longer has the lines this test replaces")
+		}
+		return c
+	})
+	f := fleettest.Start(t, fleettest.WithMQTTURL(m.URL))
+	d := connectDevice(t, m.URL, "gw-deploy", 1)
+	d.hello(t, nil)
+	f.WaitDevice(t, "gw-deploy", wait, online)
+}

@@ -62,6 +62,15 @@ type Mosquitto struct {
 // end of the test. Without mosquitto installed the test is skipped.
 func StartMosquitto(t testing.TB) *Mosquitto {
 	t.Helper()
+	return StartMosquittoWith(t, func(port int, dir string) string {
+		return fmt.Sprintf(MosquittoConfig, port, dir)
+	})
+}
+
+// StartMosquittoWith is StartMosquitto with another configuration: config
+// returns the file's text for a free loopback port and a temporary dir.
+func StartMosquittoWith(t testing.TB, config func(port int, dir string) string) *Mosquitto {
+	t.Helper()
 	path := MosquittoPath
 	if _, err := os.Stat(path); err != nil {
 		p, lerr := exec.LookPath("mosquitto")
@@ -78,7 +87,7 @@ func StartMosquitto(t testing.TB) *Mosquitto {
 		}
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "mosquitto.conf")
-		if err := os.WriteFile(conf, fmt.Appendf(nil, MosquittoConfig, port, dir), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(config(port, dir)), 0o600); err != nil {
 			t.Fatalf("fleettest: %v", err)
 		}
 		m := &Mosquitto{URL: fmt.Sprintf("tcp://127.0.0.1:%d", port), Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, conf: conf}

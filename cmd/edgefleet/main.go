@@ -1,0 +1,62 @@
+// Command edgefleet is the operator's command line for a fleet server.
+//
+//	edgefleet devices [--label k=v]... [--profile P] [--status online|offline] [--model M] [--json]
+//	edgefleet devices show ID [--json]
+//
+// --server (env EDGEFLEET_SERVER, default http://127.0.0.1:8080) names the
+// server. Output is a table, or JSON with --json.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(os.Stderr, "edgefleet: %v\n\n", err)
+			usage(os.Stderr)
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "edgefleet: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  edgefleet devices [--label k=v]... [--profile P] [--status online|offline] [--model NAME[@VERSION]] [--json]
+  edgefleet devices show ID [--json]
+
+Every command takes --server URL (env EDGEFLEET_SERVER, default http://127.0.0.1:8080).
+`)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return nil
+	}
+	switch args[0] {
+	case "devices":
+		return devicesCmd(ctx, args[1:], getenv, stdout, stderr)
+	}
+	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
