@@ -23,7 +23,7 @@ func (s *splitmix) next() uint64 {
 
 // uniform returns a float64 in [-1, 1).
 func (s *splitmix) uniform() float64 {
-	return float64(s.next()>>11)/(1<<52) - 1
+	return float64(float64(s.next()>>11)/(1<<52)) - 1
 }
 
 // dot keeps each product rounded on its own (the explicit conversion stops
@@ -58,7 +58,7 @@ func prototype(class int) []float64 {
 		radial := a == 0
 		for b := range Bins {
 			fb := float64(b)
-			x := 0.5/(1+fb/8) + 0.15
+			x := 0.5/(1+float64(fb/8)) + 0.15
 			switch class {
 			case 0:
 				x += float64(0.6 * peak(fb, runningBin, 0.7))
@@ -145,7 +145,7 @@ func floatNet(s Spec, rng *splitmix) []floatLayer {
 	for c := range protos {
 		protos[c] = prototype(c)
 		for i, v := range protos[c] {
-			mean[i] += v / Classes
+			mean[i] += float64(v / Classes)
 		}
 	}
 	dirs := make([][]float64, Classes)
@@ -279,7 +279,7 @@ func quantize(net []floatLayer, inQ quant.Params, perChannel bool, calib [][]flo
 			}
 			xs[i] = y
 		}
-		lo, hi = 1.1*lo, 1.1*hi
+		lo, hi = float64(1.1*lo), float64(1.1*hi)
 		scale := niceScale((hi - lo) / 255)
 		zp := int32(min(max(math.Round(-128-lo/float64(scale)), -128), 127))
 		fc.Out = quant.Params{Scale: scale, ZeroPoint: zp}
