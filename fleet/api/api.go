@@ -151,7 +151,11 @@ func ParseQuery(v url.Values) (inventory.Query, error) {
 		switch key {
 		case "label", "profile", "status", "model", "limit", "cursor":
 		default:
-			return q, &ParamError{Param: key, Msg: "unknown query parameter; known are label, profile, status, model, limit, cursor"}
+			param := key
+			if param == "" {
+				param = "query" // "?=x" has a parameter without a name
+			}
+			return q, &ParamError{Param: clip(param), Msg: fmt.Sprintf("unknown query parameter %q; known are label, profile, status, model, limit, cursor", clip(key))}
 		}
 	}
 	for _, key := range []string{"profile", "status", "model", "limit", "cursor"} {

@@ -93,7 +93,7 @@ func NewExternal(opts ExternalOptions) (*External, error) {
 	}
 	u, err := url.Parse(opts.URL)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrBadURL, opts.URL, err)
+		return nil, fmt.Errorf("%w %q: %w; want one like tcp://127.0.0.1:1883", ErrBadURL, opts.URL, err)
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
