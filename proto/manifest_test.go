@@ -407,3 +407,20 @@ func FuzzDecodeManifest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyManifest is what a device pays per desired model before
+// it downloads anything: signature check, decode, canonical re-encode.
+func BenchmarkVerifyManifest(b *testing.B) {
+	key := testKey(1)
+	pub := key.Public().(ed25519.PublicKey)
+	m, sig, err := SignManifest(key, validManifest())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(m)))
+	for b.Loop() {
+		if _, err := VerifyManifest(pub, m, sig); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
