@@ -24,7 +24,7 @@ type broadcast struct {
 	same   bool  // both inputs have the output's shape
 }
 
-func newBroadcast(a, b, out []int) (broadcast, error) {
+func newBroadcast(a, b []int) (broadcast, error) {
 	r := max(len(a), len(b), 1)
 	bc := broadcast{shape: make([]int, r), sa: make([]int, r), sb: make([]int, r)}
 	pad := func(s []int) []int {
@@ -55,16 +55,17 @@ func newBroadcast(a, b, out []int) (broadcast, error) {
 			bc.sb[i] = sb[i]
 		}
 	}
-	want := bc.shape
-	if len(out) != len(want) && !(len(out) == 0 && runtime.NumElements(want) == 1) {
-		if runtime.NumElements(out) != runtime.NumElements(want) {
-			return bc, badf("output shape %v, inputs broadcast to %v", out, want)
-		}
-	} else if runtime.NumElements(out) != runtime.NumElements(want) {
-		return bc, badf("output shape %v, inputs broadcast to %v", out, want)
-	}
-	bc.same = equalInts(a, b) && runtime.NumElements(a) == runtime.NumElements(want)
+	bc.same = equalInts(a, b)
 	return bc, nil
+}
+
+// checkBroadcastOut accepts an output with the broadcast shape, or one of
+// the same size (a rank-0 output of a 1-element result, say).
+func checkBroadcastOut(out *tensor, shape []int) error {
+	if out.numElements() != runtime.NumElements(shape) {
+		return badf("output %q has shape %v, the inputs broadcast to %v", out.name, out.shape, shape)
+	}
+	return nil
 }
 
 func equalInts(a, b []int) bool {
@@ -158,7 +159,10 @@ func prepareBinary(c *prepCtx) (kernel, error) {
 		return nil, err
 	}
 	k := &binaryOp{code: code, a: ai, b: bi, out: oi, dtype: a.dtype}
-	if k.bc, err = newBroadcast(a.shape, b.shape, out.shape); err != nil {
+	if k.bc, err = newBroadcast(a.shape, b.shape); err != nil {
+		return nil, err
+	}
+	if err := checkBroadcastOut(out, k.bc.shape); err != nil {
 		return nil, err
 	}
 	act := uint8(actNone)
