@@ -284,32 +284,47 @@ func parseBroker(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// setupBackends builds the backend list, the profile's preferred ones
-// first, and records for hello why any is unavailable.
+// setupBackends builds the backend list and records for hello why any is
+// unavailable.
 func (a *Agent) setupBackends() {
 	if a.cfg.Backends != nil {
 		a.backends = append(a.backends, a.cfg.Backends...)
 	} else {
-		seen := map[string]bool{}
-		for _, name := range append(a.profile.BackendNames(), runtime.Names()...) {
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			b, err := runtime.New(name, runtime.Config{Settings: a.profile.Settings(name), Logger: a.log})
-			if err != nil {
-				continue // offered by the profile, not built into this binary
-			}
-			a.backends = append(a.backends, b)
-		}
+		a.backends = ProfileBackends(a.profile, a.log)
 	}
 	for _, b := range a.backends {
-		pb := &proto.Backend{Name: b.Name(), Version: b.Version(), Available: true, Formats: b.Formats()}
-		if err := b.Available(); err != nil {
-			pb.Available, pb.Reason = false, truncate(err.Error(), proto.MaxStringLen)
-		}
-		a.hello = append(a.hello, pb)
+		st := StatusOf(b)
+		a.hello = append(a.hello, &proto.Backend{Name: st.Name, Version: st.Version, Available: st.Available, Reason: st.Reason, Formats: st.Formats})
 	}
+}
+
+// ProfileBackends returns every backend registered in this binary,
+// configured with the profile's settings, the profile's preferred ones
+// first. Backends the profile offers but the binary lacks are left out.
+func ProfileBackends(p *profiles.Profile, log *slog.Logger) []runtime.Backend {
+	var out []runtime.Backend
+	seen := map[string]bool{}
+	for _, name := range append(p.BackendNames(), runtime.Names()...) {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		b, err := runtime.New(name, runtime.Config{Settings: p.Settings(name), Logger: log})
+		if err != nil {
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// StatusOf asks a backend whether it can run here.
+func StatusOf(b runtime.Backend) BackendStatus {
+	st := BackendStatus{Name: b.Name(), Version: b.Version(), Formats: b.Formats(), Available: true}
+	if err := b.Available(); err != nil {
+		st.Available, st.Reason = false, truncate(err.Error(), proto.MaxStringLen)
+	}
+	return st
 }
 
 // BackendStatus is one backend as the agent sees it.
