@@ -191,3 +191,68 @@ func TestRelu(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolRounding(t *testing.T) {
+	avg := Pool{FilterH: 1, FilterW: 2, StrideH: 1, StrideW: 2}
+	got, shape := avg.Run([]int8{1, 2, -1, -2, 5, 5, -128, 127}, [4]int{1, 1, 8, 1})
+	// Halves round away from zero: 1.5 → 2, -1.5 → -2, -0.5 → -1.
+	if want := []int8{2, -2, 5, -1}; shape != [4]int{1, 1, 4, 1} || string(int8Bytes(got)) != string(int8Bytes(want)) {
+		t.Errorf("average pool = %v %v, want %v", got, shape, want)
+	}
+	mp := Pool{FilterH: 2, FilterW: 2, StrideH: 2, StrideW: 2, Same: true, Max: true}
+	got, shape = mp.Run([]int8{1, -5, 3, 7, 2, -9}, [4]int{1, 2, 3, 1})
+	if want := []int8{7, 3}; shape != [4]int{1, 1, 2, 1} || string(int8Bytes(got)) != string(int8Bytes(want)) {
+		t.Errorf("max pool = %v %v, want %v", got, shape, want)
+	}
+}
+
+func TestConvMatchesFullyConnected(t *testing.T) {
+	// A 1x1 convolution over one pixel is a fully connected layer.
+	r := lcg(3)
+	w := make([]int8, 4*6)
+	for i := range w {
+		w[i] = int8(r.next()%255) - 127
+	}
+	in := make([]int8, 6)
+	for i := range in {
+		in[i] = int8(r.next())
+	}
+	scales := []float32{1.0 / 64, 1.0 / 32, 3.0 / 128, 1.0 / 16}
+	bias := []int32{100, -200, 300, -400}
+	q, outQ := Params{Scale: 0.5, ZeroPoint: 3}, Params{Scale: 2, ZeroPoint: -7}
+	c := Conv2D{Filter: w, FilterShape: [4]int{4, 1, 1, 6}, WeightScale: scales, Bias: bias, StrideH: 1, StrideW: 1, DilH: 1, DilW: 1,
+		In: q, Out: outQ, ActMin: float32(math.Inf(-1)), ActMax: float32(math.Inf(1))}
+	got, shape, err := c.Run(in, [4]int{1, 1, 1, 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := FullyConnected{Units: 4, Depth: 6, Weights: w, WeightScale: scales, Bias: bias, In: q, Out: outQ}
+	want := make([]int8, 4)
+	if err := fc.Run(in, want); err != nil {
+		t.Fatal(err)
+	}
+	if shape != [4]int{1, 1, 1, 4} || string(int8Bytes(got)) != string(int8Bytes(want)) {
+		t.Errorf("1x1 conv = %v %v, fully connected %v", got, shape, want)
+	}
+	if _, _, err := c.Run(in, [4]int{1, 1, 1, 5}); err == nil {
+		t.Error("conv accepted 5 input channels for a 6-channel filter")
+	}
+}
+
+func TestActivationRange(t *testing.T) {
+	q := Params{Scale: 0.1, ZeroPoint: -20}
+	if lo, hi := ActivationRange(0, 6, q); lo != -20 || hi != 40 {
+		t.Errorf("RELU6 range = [%d, %d], want [-20, 40]", lo, hi)
+	}
+	if lo, hi := ActivationRange(float32(math.Inf(-1)), float32(math.Inf(1)), q); lo != -128 || hi != 127 {
+		t.Errorf("no activation = [%d, %d]", lo, hi)
+	}
+}
+
+func int8Bytes(v []int8) []byte {
+	b := make([]byte, len(v))
+	for i, x := range v {
+		b[i] = byte(x)
+	}
+	return b
+}
