@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,7 +116,7 @@ func of[T proto.Message](msgs []received, kind proto.Kind) []T {
 type cutter struct {
 	mu    sync.Mutex
 	down  bool
-	conns []net.Conn
+	conns []*cutConn
 	dials int
 }
 
@@ -131,10 +133,11 @@ func (c *cutter) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	cc := &cutConn{Conn: conn}
 	c.mu.Lock()
-	c.conns = append(c.conns, conn)
+	c.conns = append(c.conns, cc)
 	c.mu.Unlock()
-	return conn, nil
+	return cc, nil
 }
 
 type netDown struct{}
@@ -149,7 +152,7 @@ func (c *cutter) setDown(down bool) {
 	c.down = down
 	if down {
 		for _, conn := range c.conns {
-			conn.Close()
+			conn.kill()
 		}
 		c.conns = nil
 	}
@@ -158,4 +161,33 @@ func (c *cutter) setDown(down bool) {
 func (c *cutter) cut() {
 	c.setDown(true)
 	c.setDown(false)
+}
+
+// cutConn makes a cut look like the network failing (connection reset)
+// rather than like the process closing its own socket, which paho takes
+// as its own doing and does not report as a lost connection.
+type cutConn struct {
+	net.Conn
+	cut atomic.Bool
+}
+
+func (c *cutConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.cut.Load() {
+		err = &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	}
+	return n, err
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && c.cut.Load() {
+		err = &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}
+	}
+	return n, err
+}
+
+func (c *cutConn) kill() {
+	c.cut.Store(true)
+	c.Conn.Close()
 }
