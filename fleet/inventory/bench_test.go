@@ -83,7 +83,7 @@ func BenchmarkList(b *testing.B) {
 	for i := range 10_000 {
 		id := fmt.Sprintf("gw-%05d", i)
 		h := &proto.Hello{ProtocolVersion: 1, DeviceId: id, Session: 1, FirmwareProfile: "raspberry-pi-4",
-			Labels: map[string]string{"site": fmt.Sprintf("s%d", i%100), "tier": "edge"},
+			Labels:   map[string]string{"site": fmt.Sprintf("s%d", i%100), "tier": "edge"},
 			Hardware: &proto.Hardware{Arch: "arm64", Cores: 4, CpuFlags: []string{"asimddp"}},
 			Backends: []*proto.Backend{{Name: "tflite", Available: true}},
 			Models:   []*proto.InstalledModel{{Name: "kws", Version: "1.0.0", Active: true}}}
