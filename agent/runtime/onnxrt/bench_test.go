@@ -13,9 +13,11 @@ import (
 	"github.com/edgefleet/edgefleet/agent/runtime/runtimetest"
 )
 
-// benchModels are the shared ONNX models worth timing: a small CNN and a
-// recurrent model with If subgraphs, each on one of its cases.
+// benchModels are the shared ONNX models worth timing: one Relu node (the
+// fixed cost of a run through this backend), a small CNN and a recurrent
+// model with If subgraphs, each on one of its cases.
 var benchModels = []struct{ model, cases string }{
+	{"onnx_node_relu", "test_data_set_0"},
 	{"onnx_wonnx_opt_mnist", "digit_3"},
 	{"onnx_silero_vad_16k_op15", "wav_at_80000"},
 }

@@ -89,13 +89,13 @@ func onOff(s map[string]string, key string, def bool) (bool, error) {
 // Name returns "onnxruntime".
 func (b *Backend) Name() string { return Name }
 
-// Version returns the loaded ONNX Runtime's version, or "" before the
-// library is loaded (by Available or Open).
+// Version returns the version of the ONNX Runtime library, loading it if
+// need be, or "" when it cannot be loaded (Available says why).
 func (b *Backend) Version() string {
-	if _, v := loaded(); v != "" {
-		return v
+	if b.Available() != nil {
+		return ""
 	}
-	return ""
+	return b.version
 }
 
 // Formats returns ["onnx"].
