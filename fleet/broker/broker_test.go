@@ -21,7 +21,7 @@ import (
 
 const wait = 10 * time.Second
 
-func newEmbedded(t *testing.T, limits broker.Limits) (*broker.Embedded, *inventory.Inventory) {
+func newEmbedded(t testing.TB, limits broker.Limits) (*broker.Embedded, *inventory.Inventory) {
 	t.Helper()
 	inv, err := inventory.New(context.Background(), storetest.Open(t, store.Options{}), inventory.Options{})
 	if err != nil {
@@ -45,7 +45,7 @@ func newEmbedded(t *testing.T, limits broker.Limits) (*broker.Embedded, *invento
 	return b, inv
 }
 
-func connect(t *testing.T, url, id string, opts ...func(*paho.ClientOptions)) paho.Client {
+func connect(t testing.TB, url, id string, opts ...func(*paho.ClientOptions)) paho.Client {
 	t.Helper()
 	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(false).
 		SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
