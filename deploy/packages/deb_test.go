@@ -208,7 +208,27 @@ func checkScripts(t *testing.T, meta map[string]tarFile) {
 				t.Errorf("%s lacks %q", name, p)
 			}
 		}
-		if strings.Contains(body, "{{") {
+	}
+	checkScriptsSyntax(t, meta)
+	// State and configuration go only on purge: the remove branch of
+	// postrm must not touch them.
+	postrm := string(meta["/postrm"].Body)
+	remove, _, _ := strings.Cut(postrm[strings.Index(postrm, "remove)"):], ";;")
+	if strings.Contains(remove, "rm ") {
+		t.Errorf("postrm remove branch deletes files:\n%s", remove)
+	}
+}
+
+// checkScriptsSyntax runs sh -n over every maintainer script.
+func checkScriptsSyntax(t *testing.T, meta map[string]tarFile) {
+	t.Helper()
+	for _, name := range []string{"/preinst", "/postinst", "/prerm", "/postrm"} {
+		body := string(meta[name].Body)
+		if body == "" {
+			t.Errorf("no %s", name)
+			continue
+		}
+		if strings.Contains(body, "{{") || strings.Contains(body, "<no value>") {
 			t.Errorf("%s has an unrendered template action", name)
 		}
 		cmd := exec.Command("sh", "-n")
@@ -216,13 +236,6 @@ func checkScripts(t *testing.T, meta map[string]tarFile) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s: sh -n: %v\n%s", name, err, out)
 		}
-	}
-	// State and configuration go only on purge: the remove branch of
-	// postrm must not touch them.
-	postrm := string(meta["/postrm"].Body)
-	remove, _, _ := strings.Cut(postrm[strings.Index(postrm, "remove)"):], ";;")
-	if strings.Contains(remove, "rm ") {
-		t.Errorf("postrm remove branch deletes files:\n%s", remove)
 	}
 }
 
@@ -376,4 +389,55 @@ func TestFromDescribe(t *testing.T) {
 			t.Errorf("fromDescribe(%q) = %q → %q, %v; want %q → %q", tc.in, got, deb, err, tc.want, tc.deb)
 		}
 	}
+}
+
+// TestServerDebContents packages the server with a stand-in binary, so the
+// server's layout is checked even while its command does not build.
+func TestServerDebContents(t *testing.T) {
+	root, err := findRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := planBuilds("2.0.0", []string{"server"}, []string{"arm64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "edgefleet-server")
+	if err := os.WriteFile(bin, []byte("stand-in binary\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path, err := writeDeb(root, filepath.Join(dir, "work"), dir, bin, plan[0], sourceDate(context.Background(), root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := readDeb(t, path)
+	if d.Control["Package"] != "edgefleet-server" || d.Control["Architecture"] != "arm64" || d.Control["Version"] != "2.0.0" {
+		t.Errorf("control %q", d.Control)
+	}
+	if got := string(d.Meta["/conffiles"].Body); got != "/etc/edgefleet/server.yaml\n" {
+		t.Errorf("conffiles = %q", got)
+	}
+	for p, mode := range map[string]int64{
+		"/usr/bin/edgefleet-server":                        0o755,
+		"/usr/lib/systemd/system/edgefleet-server.service": 0o644,
+		"/etc/edgefleet/server.yaml":                       0o640,
+	} {
+		if f, ok := d.Data[p]; !ok || f.Mode != mode {
+			t.Errorf("%s: present %v mode %o, want %o", p, ok, f.Mode, mode)
+		}
+	}
+	if !bytes.Equal(d.Data["/etc/edgefleet/server.yaml"].Body, repoFile(t, "deploy/config/server.yaml")) {
+		t.Errorf("server.yaml differs from deploy/config/server.yaml")
+	}
+	postrm := string(d.Meta["/postrm"].Body)
+	for _, w := range []string{"rm -rf /var/lib/edgefleet\n", "rm -f /etc/edgefleet/server.env"} {
+		if !strings.Contains(postrm, w) {
+			t.Errorf("server postrm lacks %q", w)
+		}
+	}
+	if strings.Contains(postrm, "edgefleet-agent") {
+		t.Errorf("server postrm touches the agent's files")
+	}
+	checkScriptsSyntax(t, d.Meta)
 }

@@ -49,8 +49,31 @@ func TestAgentDebInstall(t *testing.T) {
 		t.Skipf("%s exists without the package: not touching it", agentState)
 	}
 
-	v1 := buildAgentDeb(t, "0.0.1")
-	v2 := buildAgentDeb(t, "0.0.2")
+	// One binary, two package versions: the upgrade is dpkg's business,
+	// and building the agent twice would double the test's time.
+	root, err := findRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, agentPkg)
+	plan, err := planBuilds("0.0.1", []string{"agent"}, []string{hostArch()})
+	if err != nil || hostArch() == "" {
+		t.Fatalf("no agent build for %s: %v", hostArch(), err)
+	}
+	if err := buildBinary(t.Context(), root, plan[0], bin); err != nil {
+		t.Fatal(err)
+	}
+	mtime := sourceDate(t.Context(), root)
+	v1, err := writeDeb(root, filepath.Join(dir, "v1"), dir, bin, plan[0], mtime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan[0].Version = "0.0.2"
+	v2, err := writeDeb(root, filepath.Join(dir, "v2"), dir, bin, plan[0], mtime)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	t.Cleanup(func() {
 		if dpkgStatus(t) != "" {
