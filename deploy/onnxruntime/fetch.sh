@@ -7,6 +7,7 @@
 #   deploy/onnxruntime/fetch.sh            # host architecture
 #   ARCH=arm64 deploy/onnxruntime/fetch.sh # another one
 #   EDGEFLEET_ONNXRUNTIME_LIB=$(deploy/onnxruntime/fetch.sh) go test ./agent/runtime/onnxrt/
+#   deploy/onnxruntime/fetch.sh --print-path # the cached library's path, or exit 1; never downloads
 #
 # Why this version: github.com/yalue/onnxruntime_go v1.27.0 asks ONNX Runtime
 # for C API version 24, which ONNX Runtime 1.24 introduced; older libraries
@@ -22,6 +23,17 @@ SHA256_arm64=33032cb5b91c12edbf028d7c69fa40a31848d66c0095448758af237d5e0b07db
 SHA256_TGZ=aa1bb5fa261ea68de05dd53efbba210cd7adf2d2850f4c3a201054c74cc78040
 
 die() { echo "fetch.sh: $*" >&2; exit 1; }
+
+print_only=
+case ${1:-} in
+"") ;;
+--print-path) print_only=1 ;;
+-h | --help)
+	sed -n '2,/^set -eu/p' "$0" | sed -e '/^set -eu/d' -e 's/^# \{0,1\}//'
+	exit 0
+	;;
+*) die "unknown argument $1 (usage: fetch.sh [--print-path])" ;;
+esac
 
 arch=${ARCH:-}
 if [ -z "$arch" ]; then
@@ -48,6 +60,7 @@ if [ -f "$lib" ] && [ "$(sha "$lib")" = "$want" ]; then
 	echo "$lib"
 	exit 0
 fi
+[ -z "$print_only" ] || die "ONNX Runtime $VERSION for linux-$arch is not cached in $dir; run ${ARCH:+ARCH=$ARCH }deploy/onnxruntime/fetch.sh"
 
 command -v npm >/dev/null 2>&1 || die "npm is needed to fetch onnxruntime-node@$VERSION (or install ONNX Runtime $VERSION yourself and set EDGEFLEET_ONNXRUNTIME_LIB)"
 command -v sha256sum >/dev/null 2>&1 || die "sha256sum is needed"
