@@ -155,7 +155,9 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetOrderMatters(false).
+		// Handlers only hand messages to the inbox without blocking, so
+		// in-order delivery costs nothing and keeps commands in order.
+		SetOrderMatters(true).
 		SetKeepAlive(a.cfg.KeepAlive).
 		SetPingTimeout(min(a.cfg.KeepAlive, 10*time.Second)).
 		SetConnectTimeout(a.cfg.ConnectTimeout).
