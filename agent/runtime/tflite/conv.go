@@ -204,6 +204,7 @@ func (c *prepCtx) quantConv(p *convParams) error {
 			return unsupportedf("filter %q is per-channel with zero point %d (TFLite requires 0)", p.filter.name, p.wzp[ch])
 		}
 	}
+	p.st.finish(oc)
 	p.biasI32 = make([]int32, oc)
 	if p.bias != nil {
 		if p.bias.dtype != runtime.Int32 {
@@ -298,10 +299,7 @@ func convQRun[T int8 | uint8](k *convQ, in, out []T, bufs [][]byte) {
 				gemmI16(pack, pn, k.w[oc0*k.kp:(oc0+k.ocg)*k.kp], k.ocg, k.kp, acc)
 				for p := range pn {
 					row := outB[(p0+p)*g.oc+oc0 : (p0+p)*g.oc+oc0+k.ocg]
-					ar := acc[p*k.ocg : p*k.ocg+k.ocg]
-					for j := range row {
-						row[j] = T(k.st.value(ar[j]+k.biasI32[oc0+j], oc0+j))
-					}
+					requantRow(&k.st, acc[p*k.ocg:p*k.ocg+k.ocg], k.biasI32, oc0, row)
 				}
 			}
 		}
@@ -389,6 +387,11 @@ type dwQ struct {
 	w      []int32 // [kh*kw][oc], filter minus zero point
 	accBuf int
 	u8     bool
+	// tapOffs is each filter tap's element offset from the receptive
+	// field's top-left input element (tapOffs32 the same as int32 for the
+	// vector kernel).
+	tapOffs   []int
+	tapOffs32 []int32
 }
 
 type dwF struct {
@@ -421,6 +424,13 @@ func prepareDepthwise(c *prepCtx) (kernel, error) {
 		k.w[i] = filterValue(p.filter, i, p.wzp[i%g.oc])
 	}
 	k.accBuf = c.addScratch(g.oc * 4)
+	for ky := range g.kh {
+		for kx := range g.kw {
+			off := (ky*g.dh*g.iw + kx*g.dw) * g.ic
+			k.tapOffs = append(k.tapOffs, off)
+			k.tapOffs32 = append(k.tapOffs32, int32(off))
+		}
+	}
 	return k, nil
 }
 
@@ -438,8 +448,16 @@ func dwQRun[T int8 | uint8](k *dwQ, in, out []T, acc []int32) {
 	izp := k.izp
 	for b := range g.n {
 		for oy := range g.oh {
+			iy0 := oy*g.sh - g.ph
+			rowInside := iy0 >= 0 && iy0+(g.kh-1)*g.dh < g.ih
 			for ox := range g.ow {
-				copy(acc, k.biasI32)
+				ix0 := ox*g.sw - g.pw
+				if rowInside && ix0 >= 0 && ix0+(g.kw-1)*g.dw < g.iw &&
+					dwPixelAsm(k, acc, in[((b*g.ih+iy0)*g.iw+ix0)*g.ic:]) {
+					requantRow(&k.st, acc, k.biasI32, 0, out[((b*g.oh+oy)*g.ow+ox)*g.oc:][:g.oc])
+					continue
+				}
+				clear(acc)
 				for ky := range g.kh {
 					iy := oy*g.sh - g.ph + ky*g.dh
 					if iy < 0 || iy >= g.ih {
@@ -470,11 +488,7 @@ func dwQRun[T int8 | uint8](k *dwQ, in, out []T, acc []int32) {
 						}
 					}
 				}
-				o := out[((b*g.oh+oy)*g.ow+ox)*g.oc:]
-				o = o[:g.oc]
-				for c := range o {
-					o[c] = T(k.st.value(acc[c], c))
-				}
+				requantRow(&k.st, acc, k.biasI32, 0, out[((b*g.oh+oy)*g.ow+ox)*g.oc:][:g.oc])
 			}
 		}
 	}

@@ -127,6 +127,7 @@ func prepareFC(c *prepCtx) (kernel, error) {
 	for i, s := range fq.Scale {
 		kq.st.rq[i] = c.arith.rescale(is, s, os)
 	}
+	kq.st.finish(oc)
 	kq.w = make([]int16, oc*kq.kp)
 	for ch := range oc {
 		zp := int32(fq.ZeroPoint[0])
@@ -173,11 +174,7 @@ func fcQRun[T int8 | uint8](k *fcQ, in, out []T, bufs [][]byte) {
 		}
 		gemmI16(pack, bn, k.w, k.oc, k.kp, acc)
 		for b := range bn {
-			row := out[(b0+b)*k.oc : (b0+b+1)*k.oc]
-			ar := acc[b*k.oc : (b+1)*k.oc]
-			for j := range row {
-				row[j] = T(k.st.value(ar[j]+k.bias[j], j))
-			}
+			requantRow(&k.st, acc[b*k.oc:(b+1)*k.oc], k.bias, 0, out[(b0+b)*k.oc:(b0+b+1)*k.oc])
 		}
 	}
 }

@@ -99,9 +99,19 @@ type outStage struct {
 	rq     []requant // one per channel, or one for all
 	zp     int32
 	lo, hi int32
+
+	// Per-channel tables built by finish for the row loops.
+	fp       bool
+	fscale   []float32
+	flo, fhi float32 // clamp range relative to the zero point (LiteRT)
+	mult     []int32
+	left     []uint8
+	right    []uint8
+	single   bool
+	shift    []int8
 }
 
-// store writes one quantized value for channel c.
+// value requantizes one accumulator of channel c.
 func (o *outStage) value(acc int32, c int) int32 {
 	var r requant
 	if len(o.rq) == 1 {
@@ -111,6 +121,75 @@ func (o *outStage) value(acc int32, c int) int32 {
 	}
 	v := r.apply(acc) + o.zp
 	return min(max(v, o.lo), o.hi)
+}
+
+// finish expands the multipliers to one per channel for the row loops.
+func (o *outStage) finish(channels int) {
+	o.fscale = make([]float32, channels)
+	o.mult = make([]int32, channels)
+	o.left = make([]uint8, channels)
+	o.right = make([]uint8, channels)
+	o.shift = make([]int8, channels)
+	for c := range channels {
+		r := o.rq[0]
+		if len(o.rq) > 1 {
+			r = o.rq[c]
+		}
+		o.fp, o.single = r.fp, r.single
+		o.fscale[c] = r.scale
+		o.mult[c] = r.mult
+		o.shift[c] = int8(r.shift)
+		if r.shift > 0 {
+			o.left[c] = uint8(r.shift)
+		} else {
+			o.right[c] = uint8(-r.shift)
+		}
+	}
+	o.flo, o.fhi = float32(o.lo-o.zp), float32(o.hi-o.zp)
+}
+
+// requantRow writes out[j] for channels ch0+j from acc[j] + bias[ch0+j].
+func requantRow[T int8 | uint8](o *outStage, acc, bias []int32, ch0 int, out []T) {
+	n := len(out)
+	acc = acc[:n]
+	bias = bias[ch0 : ch0+n]
+	if o.fp {
+		// XNNPACK's fp32 requantization: clamp in float, then round half
+		// to even by adding 1.5·2^23 (exact for |v| < 2^22, which the
+		// clamp guarantees).
+		sc := o.fscale[ch0 : ch0+n]
+		j0 := requantFPAsm(o, acc, bias, sc, out)
+		for j := j0; j < n; j++ {
+			v := float32(acc[j]+bias[j]) * sc[j]
+			v = min(max(v, o.flo), o.fhi)
+			out[j] = T(int32(math.Float32bits(v+12582912)) - 0x4B400000 + o.zp)
+		}
+		return
+	}
+	mult := o.mult[ch0 : ch0+n]
+	if o.single {
+		sh := o.shift[ch0 : ch0+n]
+		for j := range out {
+			total := 31 - int(sh[j])
+			v := int32((int64(acc[j]+bias[j])*int64(mult[j]) + int64(1)<<(total-1)) >> total)
+			out[j] = T(min(max(v+o.zp, o.lo), o.hi))
+		}
+		return
+	}
+	left, right := o.left[ch0:ch0+n], o.right[ch0:ch0+n]
+	for j := range out {
+		x := int32(uint32(acc[j]+bias[j]) << left[j])
+		m := mult[j]
+		// srdhm; x == m == MinInt32 cannot happen: m is positive.
+		ab := int64(x) * int64(m)
+		nudge := int64(1 << 30)
+		if ab < 0 {
+			nudge = 1 - 1<<30
+		}
+		h := int32((ab + nudge) / (1 << 31))
+		v := rdbpot(h, int(right[j])) + o.zp
+		out[j] = T(min(max(v, o.lo), o.hi))
+	}
 }
 
 func (c *prepCtx) errf(format string, args ...any) error {

@@ -98,6 +98,8 @@ type padKernel struct {
 	before    []int
 	esize     int
 	fill      []byte // one element of the pad value
+	// lastPadded is the last dimension with padding (0 when none).
+	lastPadded int
 }
 
 func preparePad(c *prepCtx) (kernel, error) {
@@ -140,6 +142,11 @@ func preparePad(c *prepCtx) (kernel, error) {
 		return nil, err
 	}
 	k := &padKernel{in: inIdx, out: outIdx, inShape: in.shape, outStride: strides(want), before: before, esize: in.dtype.Size()}
+	for d := range r {
+		if pads[2*d] != 0 || pads[2*d+1] != 0 {
+			k.lastPadded = d
+		}
+	}
 	k.fill = make([]byte, k.esize)
 	if isQ8(in.dtype) {
 		if !sameQuant(in, out) {
@@ -162,31 +169,35 @@ func preparePad(c *prepCtx) (kernel, error) {
 
 func (k *padKernel) eval(bufs [][]byte) error {
 	in, out := bufs[k.in], bufs[k.out]
-	es := k.esize
 	if allZero(k.fill) {
 		clear(out)
 	} else {
-		for i := 0; i < len(out); i += es {
-			copy(out[i:i+es], k.fill)
-		}
+		fillPattern(out, k.fill)
 	}
 	r := len(k.inShape)
 	if r == 0 {
 		copy(out, in)
 		return nil
 	}
-	rowLen := k.inShape[r-1] * es
-	if rowLen == 0 {
+	// Dimensions after the last padded one are copied as one block.
+	d0 := k.lastPadded
+	block := k.esize
+	for d := d0; d < r; d++ {
+		block *= k.inShape[d]
+	}
+	if block == 0 {
 		return nil
 	}
 	var idx [maxRank]int
-	for src := 0; src < len(in); src += rowLen {
-		off := k.before[r-1]
-		for d := 0; d < r-1; d++ {
+	for src := 0; src < len(in); src += block {
+		off := 0
+		for d := 0; d < d0; d++ {
 			off += (idx[d] + k.before[d]) * k.outStride[d]
 		}
-		copy(out[off*es:off*es+rowLen], in[src:src+rowLen])
-		for d := r - 2; d >= 0; d-- {
+		off += k.before[d0] * k.outStride[d0]
+		off *= k.esize
+		copy(out[off:off+block], in[src:src+block])
+		for d := d0 - 1; d >= 0; d-- {
 			idx[d]++
 			if idx[d] < k.inShape[d] {
 				break
@@ -195,6 +206,17 @@ func (k *padKernel) eval(bufs [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// fillPattern repeats pattern over b, doubling the filled prefix.
+func fillPattern(b, pattern []byte) {
+	if len(b) == 0 {
+		return
+	}
+	n := copy(b, pattern)
+	for n < len(b) {
+		n += copy(b[n:], b[:n])
+	}
 }
 
 func allZero(b []byte) bool {

@@ -1,0 +1,7 @@
+//go:build !amd64 || purego
+
+package tflite
+
+var haveDWAsm = false
+
+func dwPixelAsm[T int8 | uint8](k *dwQ, acc []int32, x []T) bool { return false }
