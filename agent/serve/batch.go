@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,9 +48,23 @@ func (e *entry) runBatched(v *version, reqs []*request) error {
 		return err
 	}
 	outs := make([]runtime.Tensor, len(v.outputs))
+	// Run until the last of the batch's deadlines; requests whose own
+	// deadline passes meanwhile are answered as expired by finish.
+	last := reqs[0].deadline
+	for _, r := range reqs[1:] {
+		if r.deadline.After(last) {
+			last = r.deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(e.s.runCtx, last)
 	start := time.Now()
-	err = sess.Run(e.s.runCtx, ins, outs)
+	err = sess.Run(ctx, ins, outs)
 	d := time.Since(start)
+	cancel()
+	if err != nil && ctx.Err() == context.DeadlineExceeded && e.s.runCtx.Err() == nil {
+		_ = sess.Close()
+		return fmt.Errorf("batched run of %d requests: %w", len(reqs), context.DeadlineExceeded)
+	}
 	if err != nil {
 		if errors.Is(err, runtime.ErrInput) {
 			v.putSession(sess)

@@ -96,8 +96,9 @@ type entry struct {
 	// run's duration divided by its requests, in nanoseconds; zero until
 	// the first run.
 	estExec, estItem atomic.Int64
-	// overSince is when the current overload began (unix ns), 0 if none.
-	overSince atomic.Int64
+	// overSince is when the current overload began (unix ns), 0 if none;
+	// degradedUntil ends the current routing to the variant (unix ns).
+	overSince, degradedUntil atomic.Int64
 }
 
 func newEntry(s *Server, name string) *entry {
@@ -229,8 +230,19 @@ func (s *Server) Infer(ctx context.Context, model string, inputs []runtime.Tenso
 	if err := target.admit(r, now); err != nil {
 		return nil, err
 	}
+	// The caller stops waiting at its deadline even if no worker comes
+	// round to drop the request (all of them busy with long runs).
+	timer := time.NewTimer(time.Until(r.deadline))
+	defer timer.Stop()
 	select {
 	case <-r.done:
+		return r.res, r.err
+	case <-timer.C:
+		if r.state.CompareAndSwap(stateQueued, stateCanceled) {
+			s.observe(Event{Model: model, Version: target.activeVersion(), ServedBy: r.servedBy, Outcome: OutcomeExpired, Queue: time.Since(r.enqueued)})
+			return nil, &BusyError{Err: ErrExpired, Model: model, RetryAfter: max(target.waitEstimate(), time.Millisecond)}
+		}
+		<-r.done // running: it finishes soon after its deadline
 		return r.res, r.err
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(stateQueued, stateCanceled) {
@@ -250,19 +262,33 @@ func rowsOf(inputs []runtime.Tensor) int {
 	return inputs[0].Shape[0]
 }
 
-// degradeTo returns the variant to route to when e has been overloaded for
-// DegradeAfter and has an installed variant that is not overloaded itself.
+// degradeTo returns the variant to route to, or nil. Once e has been
+// overloaded for DegradeAfter, requests go to an installed variant (that is
+// not overloaded itself) for the next DegradeAfter; then e gets traffic
+// again and must stay overloaded another DegradeAfter to degrade again. The
+// hold keeps the routing from flapping on every drained queue.
 func (e *entry) degradeTo(now time.Time) *entry {
 	e.mu.Lock()
 	variant := e.variant
 	e.mu.Unlock()
-	since := e.overSince.Load()
-	if variant == "" || since == 0 || now.Sub(time.Unix(0, since)) < e.s.opts.DegradeAfter {
+	if variant == "" {
 		return nil
+	}
+	hold := now.UnixNano() < e.degradedUntil.Load()
+	if !hold {
+		since := e.overSince.Load()
+		if since == 0 || now.Sub(time.Unix(0, since)) < e.s.opts.DegradeAfter {
+			return nil
+		}
 	}
 	ve := e.s.entry(variant)
 	if ve == nil || ve.overSince.Load() != 0 {
 		return nil
+	}
+	if !hold {
+		e.degradedUntil.Store(now.Add(e.s.opts.DegradeAfter).UnixNano())
+		e.overSince.Store(0)
+		e.s.log.Warn("model overloaded; routing to its lighter variant", "model", e.name, "variant", variant, "for", e.s.opts.DegradeAfter)
 	}
 	return ve
 }
@@ -333,6 +359,13 @@ func (e *entry) work() {
 		first := carry
 		carry = nil
 		if first == nil {
+			// Stopping wins over a waiting request: shutdown answers what
+			// is queued with ErrClosed instead of running it.
+			select {
+			case <-e.stop:
+				return
+			default:
+			}
 			select {
 			case first = <-e.queue:
 			case <-e.stop:
@@ -427,7 +460,7 @@ func (e *entry) runBatch(v *version, batch []*request) {
 			continue // canceled by its caller while queued
 		}
 		if left := r.deadline.Sub(now); left <= 0 || left < exec {
-			e.finish(r, nil, &BusyError{Err: ErrExpired, Model: r.model, RetryAfter: max(e.waitEstimate(), time.Millisecond)}, v.name, ran{})
+			e.finish(r, nil, e.expired(r, "dropped before its run"), v.name, ran{})
 			continue
 		}
 		inputs, err := prepareInputs(v, r.inputs, r.quantize)
@@ -442,30 +475,45 @@ func (e *entry) runBatch(v *version, batch []*request) {
 		return
 	}
 	if len(ready) > 1 {
-		if err := e.runBatched(v, ready); err == nil {
+		err := e.runBatched(v, ready)
+		switch {
+		case err == nil:
 			return
-		} else if errors.Is(err, runtime.ErrInput) || errors.Is(err, runtime.ErrUnsupported) || errors.Is(err, errBatchShape) {
+		case errors.Is(err, context.DeadlineExceeded):
+			for _, r := range ready {
+				e.finish(r, nil, e.expired(r, "its deadline passed during its batched run"), v.name, ran{})
+			}
+			return
+		case errors.Is(err, runtime.ErrInput) || errors.Is(err, runtime.ErrUnsupported) || errors.Is(err, errBatchShape):
 			v.disableBatching(err)
-		} else {
+		default:
 			v.log.Warn("batched run failed; running its requests one by one", "model", v.model, "version", v.name, "err", err)
 		}
 	}
 	for _, r := range ready {
 		start := time.Now()
-		outs, d, err := e.runOne(v, r.inputs)
+		outs, d, err := e.runOne(v, r)
 		e.finish(r, outs, err, v.name, ran{outputs: v.outputs, start: start, compute: d, batch: 1})
 	}
 }
 
-func (e *entry) runOne(v *version, inputs []runtime.Tensor) ([]runtime.Tensor, time.Duration, error) {
+// runOne runs one request. The run is cancelled at the request's deadline:
+// nobody waits for the answer after it.
+func (e *entry) runOne(v *version, r *request) ([]runtime.Tensor, time.Duration, error) {
 	sess, err := v.session()
 	if err != nil {
 		return nil, 0, err
 	}
 	outs := make([]runtime.Tensor, len(v.outputs))
+	ctx, cancel := context.WithDeadline(e.s.runCtx, r.deadline)
 	start := time.Now()
-	err = sess.Run(e.s.runCtx, inputs, outs)
+	err = sess.Run(ctx, r.inputs, outs)
 	d := time.Since(start)
+	cancel()
+	if err != nil && ctx.Err() == context.DeadlineExceeded && e.s.runCtx.Err() == nil {
+		_ = sess.Close()
+		return nil, d, e.expired(r, "its deadline passed during its run")
+	}
 	if err != nil {
 		// A session that failed for a reason other than its inputs may be
 		// in a bad state; open a fresh one next time.
@@ -477,8 +525,13 @@ func (e *entry) runOne(v *version, inputs []runtime.Tensor) ([]runtime.Tensor, t
 		return nil, d, fmt.Errorf("%w: %s@%s: %w", ErrRun, v.model, v.name, err)
 	}
 	v.putSession(sess)
-	e.learn(d, rowsOf(inputs))
+	e.learn(d, 1)
 	return outs, d, nil
+}
+
+// expired is the error for a request whose deadline passed.
+func (e *entry) expired(r *request, why string) error {
+	return &BusyError{Err: fmt.Errorf("%w: %s", ErrExpired, why), Model: r.model, RetryAfter: max(e.waitEstimate(), time.Millisecond)}
 }
 
 // learn updates the run-time estimates that admission uses, as moving
@@ -516,6 +569,12 @@ func (e *entry) finish(r *request, outs []runtime.Tensor, err error, version str
 		ev.Queue = time.Since(r.enqueued)
 	} else {
 		ev.Queue = run.start.Sub(r.enqueued)
+	}
+	if err == nil && time.Now().After(r.deadline) {
+		// The run finished, but after the deadline (a backend that does
+		// not honour cancellation, or a batch-mate's longer deadline):
+		// the caller asked not to get answers this late.
+		outs, err = nil, e.expired(r, "its run finished after its deadline")
 	}
 	if err == nil {
 		res := &Result{Version: version, ServedBy: r.servedBy, Outputs: outs, OutputInfo: run.outputs,
