@@ -33,14 +33,28 @@ type Options struct {
 	// Ready reports whether the server can serve (store and broker up);
 	// nil means always ready.
 	Ready func() error
+	// Stats returns the counters GET /api/v1/stats shows; nil serves 404.
+	Stats func() Stats
 	// Logger receives handler errors; nil discards them.
 	Logger *slog.Logger
+}
+
+// Stats is the body of GET /api/v1/stats: the counters to watch for lost
+// or refused device messages.
+type Stats struct {
+	// Rejected counts dropped device messages by reason (inventory.Reason*).
+	Rejected map[string]uint64 `json:"rejected"`
+	// DuplicateTelemetry counts resent windows that were not counted again.
+	DuplicateTelemetry uint64 `json:"duplicate_telemetry"`
+	// Broker holds the MQTT side's counters (embedded or external).
+	Broker map[string]int64 `json:"broker"`
 }
 
 // API serves the HTTP API.
 type API struct {
 	inv   Inventory
 	ready func() error
+	stats func() Stats
 	log   *slog.Logger
 }
 
@@ -54,13 +68,14 @@ func New(opts Options) *API {
 	if ready == nil {
 		ready = func() error { return nil }
 	}
-	return &API{inv: opts.Inventory, ready: ready, log: log}
+	return &API{inv: opts.Inventory, ready: ready, stats: opts.Stats, log: log}
 }
 
 // Register adds the API's routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/devices", a.listDevices)
 	mux.HandleFunc("GET /api/v1/devices/{id}", a.getDevice)
+	mux.HandleFunc("GET /api/v1/stats", a.getStats)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 }
@@ -275,6 +290,21 @@ func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, DeviceOf(d))
+}
+
+func (a *API) getStats(w http.ResponseWriter, _ *http.Request) {
+	if a.stats == nil {
+		writeJSON(w, http.StatusNotFound, Error{Error: "this server keeps no stats"})
+		return
+	}
+	st := a.stats()
+	if st.Rejected == nil {
+		st.Rejected = map[string]uint64{}
+	}
+	if st.Broker == nil {
+		st.Broker = map[string]int64{}
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {

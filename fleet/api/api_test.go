@@ -197,3 +197,11 @@ func TestMethodNotAllowed(t *testing.T) {
 		t.Fatalf("POST devices = %d, want 405", resp.StatusCode)
 	}
 }
+
+func TestStatsWithoutSource(t *testing.T) {
+	srv := newAPI(t, nil)
+	var e api.Error
+	if code := get(t, srv, "/api/v1/stats", &e); code != 404 {
+		t.Fatalf("stats without a source = %d", code)
+	}
+}

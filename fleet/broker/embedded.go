@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -224,6 +225,22 @@ func (e *Embedded) Publish(ctx context.Context, topic string, payload []byte, re
 		return fmt.Errorf("%w: %s: %w", ErrPublish, topic, err)
 	}
 	return nil
+}
+
+// Stats returns the broker's counters: connections, messages, and the two
+// ways mochi drops messages to a slow subscriber (a full write queue, a
+// full inflight store), which operators should watch.
+func (e *Embedded) Stats() map[string]int64 {
+	info := e.srv.Info
+	return map[string]int64{
+		"clients_connected": atomic.LoadInt64(&info.ClientsConnected),
+		"messages_received": atomic.LoadInt64(&info.MessagesReceived),
+		"messages_sent":     atomic.LoadInt64(&info.MessagesSent),
+		"messages_dropped":  atomic.LoadInt64(&info.MessagesDropped),
+		"inflight_dropped":  atomic.LoadInt64(&info.InflightDropped),
+		"retained":          atomic.LoadInt64(&info.Retained),
+		"subscriptions":     atomic.LoadInt64(&info.Subscriptions),
+	}
 }
 
 // Close disconnects every client (which sends their last wills through the

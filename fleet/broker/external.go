@@ -167,6 +167,15 @@ func (x *External) URL() string { return x.opts.URL }
 // queue was full.
 func (x *External) Dropped() uint64 { return x.dropped.Load() }
 
+// Stats returns the client's counters.
+func (x *External) Stats() map[string]int64 {
+	connected := int64(0)
+	if x.Ready() == nil {
+		connected = 1
+	}
+	return map[string]int64{"connected": connected, "ingest_queue_dropped": int64(x.dropped.Load())}
+}
+
 // Start starts the workers and begins connecting; it does not wait for the
 // broker, which may come up later (Ready says when it is connected).
 func (x *External) Start(context.Context) error {

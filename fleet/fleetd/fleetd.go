@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 
-	a := api.New(api.Options{Inventory: s.inv, Ready: s.Ready, Logger: log.With("component", "api")})
+	a := api.New(api.Options{Inventory: s.inv, Ready: s.Ready, Stats: s.Stats, Logger: log.With("component", "api")})
 	c, err := console.New(console.Options{Inventory: s.inv, Logger: log.With("component", "console")})
 	if err != nil {
 		return nil, err
@@ -214,6 +214,15 @@ func (s *Server) Inventory() *inventory.Inventory { return s.inv }
 // Publish publishes a message to devices at QoS 1 through the broker.
 func (s *Server) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
 	return s.broker.Publish(ctx, topic, payload, retain)
+}
+
+// Stats returns the counters of lost or refused device messages.
+func (s *Server) Stats() api.Stats {
+	st := api.Stats{Rejected: s.inv.Rejected(), DuplicateTelemetry: s.inv.Duplicates()}
+	if b, ok := s.broker.(interface{ Stats() map[string]int64 }); ok {
+		st.Broker = b.Stats()
+	}
+	return st
 }
 
 // Ready returns nil when the server serves HTTP and its broker is up.

@@ -157,6 +157,11 @@ func TestEmbeddedMalformedPayloadIsCountedAndServerKeepsServing(t *testing.T) {
 	if code := f.GetJSON(t, "/healthz", nil); code != 200 {
 		t.Fatalf("healthz = %d", code)
 	}
+	var st api.Stats
+	if code := f.GetJSON(t, "/api/v1/stats", &st); code != 200 || st.Rejected[inventory.ReasonMalformed] != 1 ||
+		st.Rejected[inventory.ReasonClientID] != 1 || st.Broker["clients_connected"] < 1 {
+		t.Fatalf("stats = %d %+v", code, st)
+	}
 }
 
 func TestExternalMosquitto(t *testing.T) {
