@@ -5,7 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/agent/state"
 	"github.com/edgefleet/edgefleet/agent/state/statetest"
@@ -68,5 +71,55 @@ func TestMemoryQueueStaysCompact(t *testing.T) {
 	st, _ := m.QueueStats(ctx)
 	if st.Windows != 7 || st.Bytes != 7 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+func TestBoltRefusesNewerSchema(t *testing.T) {
+	dir := t.TempDir()
+	b, err := state.OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db, err := bolt.Open(filepath.Join(dir, state.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte{0, 0, 0, 0, 0, 0, 0, 2})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := state.OpenBolt(dir); !errors.Is(err, state.ErrCorrupt) || !strings.Contains(err.Error(), "upgrade the agent") {
+		t.Fatalf("newer schema: %v", err)
+	}
+}
+
+func TestBoltCheckFindsCounterDrift(t *testing.T) {
+	dir := t.TempDir()
+	b, err := state.OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := b.AppendWindow(ctx, 1, []byte("abc"), 10, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db, err := bolt.Open(filepath.Join(dir, state.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("queue")).Delete([]byte{0, 0, 0, 0, 0, 0, 0, 1}) })
+	db.Close()
+	b, err = state.OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Check(); !errors.Is(err, state.ErrCorrupt) {
+		t.Fatalf("Check after tampering: %v", err)
 	}
 }
