@@ -123,3 +123,34 @@ func TestBoltCheckFindsCounterDrift(t *testing.T) {
 		t.Fatalf("Check after tampering: %v", err)
 	}
 }
+
+// BenchmarkQueueRoundTrip is one window's life in the queue: append (with
+// the bound check), peek, remove. Bolt fsyncs twice per window.
+func BenchmarkQueueRoundTrip(b *testing.B) {
+	payload := make([]byte, 700) // a window with one model's histogram
+	for _, s := range []struct {
+		name string
+		open func(b *testing.B) statetest.Store
+	}{
+		{"memory", func(*testing.B) statetest.Store { return state.NewMemory() }},
+		{"bolt", func(b *testing.B) statetest.Store { return statetest.OpenBolt(b, "") }},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			st := s.open(b)
+			ctx := context.Background()
+			for i := 0; i < b.N; i++ {
+				seq := uint64(i + 1)
+				if _, err := st.AppendWindow(ctx, seq, payload, 1000, 4<<20); err != nil {
+					b.Fatal(err)
+				}
+				got, _, _, err := st.FirstWindow(ctx)
+				if err != nil || got != seq {
+					b.Fatal(got, err)
+				}
+				if err := st.RemoveWindow(ctx, seq); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
