@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // hostArch is the Debian architecture of this machine, or "" when no
@@ -265,6 +267,15 @@ func TestUnits(t *testing.T) {
 				if !strings.Contains(exec, w) {
 					t.Errorf("ExecStart=%q lacks %q", exec, w)
 				}
+			}
+			// The default configuration and the sandbox agree on where state goes.
+			var cfg map[string]any
+			if err := yaml.Unmarshal(repoFile(t, s.ConfigSrc), &cfg); err != nil {
+				t.Fatalf("%s: %v", s.ConfigSrc, err)
+			}
+			dirKey := map[string]string{"agent": "state-dir", "server": "data-dir"}[s.key]
+			if cfg[dirKey] != s.StateDir {
+				t.Errorf("%s %s=%v, but the unit may write only %s", s.ConfigSrc, dirKey, cfg[dirKey], s.StateDir)
 			}
 			// A watchdog without notification kills the service every
 			// period: WatchdogSec= needs Type=notify (and an agent that pings).

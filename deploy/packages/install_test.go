@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -14,6 +15,10 @@ import (
 	"testing"
 	"time"
 )
+
+// testSuffix marks the versions this test installs, so that a leftover of
+// a killed run is told apart from a real installation.
+const testSuffix = "~test"
 
 const (
 	agentPkg    = "edgefleet-agent"
@@ -38,11 +43,22 @@ func TestAgentDebInstall(t *testing.T) {
 	if _, err := exec.LookPath("dpkg"); err != nil {
 		t.Skip("no dpkg: the install test needs a Debian system")
 	}
-	if st := dpkgStatus(t); st != "" {
+	leftover := false
+	if st := dpkgStatus(t); strings.HasSuffix(st, testSuffix) {
+		// Left by a run of this test that was killed before its cleanup.
+		if out, err := dpkg("--purge", agentPkg); err != nil {
+			t.Fatalf("purging a leftover test install (%s): %v\n%s", st, err, out)
+		}
+		leftover = true
+	} else if st != "" {
 		t.Skipf("edgefleet-agent is already on this machine (%q): not touching a real installation", st)
 	}
 	_, userErr := user.Lookup("edgefleet")
 	_, groupErr := user.LookupGroup("edgefleet")
+	if leftover && exec.Command("dpkg-query", "-W", "edgefleet-server").Run() != nil {
+		// The killed run made the account; nothing else uses it.
+		userErr, groupErr = errors.New("made by a killed test run"), errors.New("made by a killed test run")
+	}
 	_, etcErr := os.Stat("/etc/edgefleet")
 	_, stateErr := os.Stat(agentState)
 	if stateErr == nil {
@@ -57,7 +73,7 @@ func TestAgentDebInstall(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, agentPkg)
-	plan, err := planBuilds("0.0.1", []string{"agent"}, []string{hostArch()})
+	plan, err := planBuilds("0.0.1"+testSuffix, []string{"agent"}, []string{hostArch()})
 	if err != nil || hostArch() == "" {
 		t.Fatalf("no agent build for %s: %v", hostArch(), err)
 	}
@@ -69,7 +85,7 @@ func TestAgentDebInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan[0].Version = "0.0.2"
+	plan[0].Version = "0.0.2" + testSuffix
 	v2, err := writeDeb(root, filepath.Join(dir, "v2"), dir, bin, plan[0], mtime)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +117,7 @@ func TestAgentDebInstall(t *testing.T) {
 
 	// Install.
 	mustDpkg(t, "-i", v1)
-	if st := dpkgStatus(t); st != "install ok installed 0.0.1" {
+	if st := dpkgStatus(t); st != "install ok installed 0.0.1"+testSuffix {
 		t.Fatalf("after dpkg -i: status %q", st)
 	}
 	u, err := user.Lookup("edgefleet")
@@ -141,7 +157,7 @@ func TestAgentDebInstall(t *testing.T) {
 
 	// Upgrade over itself.
 	mustDpkg(t, "-i", v2)
-	if st := dpkgStatus(t); st != "install ok installed 0.0.2" {
+	if st := dpkgStatus(t); st != "install ok installed 0.0.2"+testSuffix {
 		t.Fatalf("after upgrade: status %q", st)
 	}
 	if !bytes.Equal(readFile(t, agentConfig), edited) {
@@ -156,7 +172,7 @@ func TestAgentDebInstall(t *testing.T) {
 
 	// Remove: program gone, configuration and state kept.
 	mustDpkg(t, "--remove", agentPkg)
-	if st := dpkgStatus(t); st != "deinstall ok config-files 0.0.2" {
+	if st := dpkgStatus(t); st != "deinstall ok config-files 0.0.2"+testSuffix {
 		t.Errorf("after remove: status %q", st)
 	}
 	for _, p := range []string{agentBinary, agentUnit} {
@@ -198,7 +214,7 @@ func dpkg(args ...string) ([]byte, error) {
 		cmd := exec.Command("dpkg", args...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		out, err = cmd.CombinedOutput()
-		if err == nil || !bytes.Contains(out, []byte("lock")) {
+		if err == nil || !(bytes.Contains(out, []byte("frontend lock")) || bytes.Contains(out, []byte("database area is locked"))) {
 			return out, err
 		}
 		time.Sleep(500 * time.Millisecond)
