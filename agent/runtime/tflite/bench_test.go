@@ -12,9 +12,19 @@ import (
 // BenchmarkModels runs one inference per iteration of every shared TFLite
 // model, single-threaded, reusing output tensors.
 func BenchmarkModels(b *testing.B) {
+	benchModels(b, litert)
+}
+
+// BenchmarkModelsReference is BenchmarkModels in the default arithmetic
+// (TFLite reference kernels, double rounding).
+func BenchmarkModelsReference(b *testing.B) {
+	benchModels(b, runtime.Config{})
+}
+
+func benchModels(b *testing.B, cfg runtime.Config) {
 	for _, sm := range tfliteModels(b) {
 		b.Run(sm.name, func(b *testing.B) {
-			m := openShared(b, sm, litert)
+			m := openShared(b, sm, cfg)
 			defer m.Close()
 			s, err := m.NewSession()
 			if err != nil {

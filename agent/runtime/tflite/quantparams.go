@@ -107,6 +107,8 @@ type outStage struct {
 	mult     []int32
 	left     []uint8
 	right    []uint8
+	left32   []int32
+	right32  []int32
 	single   bool
 	shift    []int8
 }
@@ -130,6 +132,8 @@ func (o *outStage) finish(channels int) {
 	o.left = make([]uint8, channels)
 	o.right = make([]uint8, channels)
 	o.shift = make([]int8, channels)
+	o.left32 = make([]int32, channels)
+	o.right32 = make([]int32, channels)
 	for c := range channels {
 		r := o.rq[0]
 		if len(o.rq) > 1 {
@@ -144,6 +148,7 @@ func (o *outStage) finish(channels int) {
 		} else {
 			o.right[c] = uint8(-r.shift)
 		}
+		o.left32[c], o.right32[c] = int32(o.left[c]), int32(o.right[c])
 	}
 	o.flo, o.fhi = float32(o.lo-o.zp), float32(o.hi-o.zp)
 }
@@ -177,7 +182,7 @@ func requantRow[T int8 | uint8](o *outStage, acc, bias []int32, ch0 int, out []T
 		return
 	}
 	left, right := o.left[ch0:ch0+n], o.right[ch0:ch0+n]
-	for j := range out {
+	for j := requantRefAsm(o, acc, bias, ch0, out); j < n; j++ {
 		x := int32(uint32(acc[j]+bias[j]) << left[j])
 		m := mult[j]
 		// srdhm; x == m == MinInt32 cannot happen: m is positive.

@@ -7,3 +7,7 @@ var haveRequantAsm = false
 func requantFPAsm[T int8 | uint8](o *outStage, acc, bias []int32, scale []float32, out []T) int {
 	return 0
 }
+
+func requantRefAsm[T int8 | uint8](o *outStage, acc, bias []int32, ch0 int, out []T) int {
+	return 0
+}
