@@ -231,3 +231,40 @@ func TestExternalPublishAndReady(t *testing.T) {
 		t.Fatal("ready after Close")
 	}
 }
+
+func TestPublishesArePacedNotDropped(t *testing.T) {
+	limits := broker.DefaultLimits()
+	limits.PublishRate, limits.PublishBurst = 40, 5 // slower than the store, so the pacing shows
+	b, inv := newEmbedded(t, limits)
+	c := connect(t, b.URL(), "gw-fast")
+	const n = 30
+	var toks []paho.Token
+	for seq := uint64(1); seq <= n; seq++ {
+		p := proto.MustEncode(&proto.TelemetryWindow{ProtocolVersion: 1, DeviceId: "gw-fast", Seq: seq, StartUnixMs: 1, EndUnixMs: 2})
+		toks = append(toks, c.Publish(proto.Topic("gw-fast", proto.KindTelemetry), 0, false, p))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(wait) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	// QoS 0 has no acknowledgement: wait (bounded) for the last window.
+	deadline := time.Now().Add(wait)
+	for {
+		d, err := inv.Device(context.Background(), "gw-fast")
+		if err == nil && d.LastSeq == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %+v %v", wait, d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ws, err := inv.Telemetry(context.Background(), "gw-fast", 0)
+	if err != nil || len(ws) != n {
+		t.Fatalf("%d windows stored, want all %d: %v", len(ws), n, err)
+	}
+	if paced := b.Stats()["publishes_paced"]; paced == 0 {
+		t.Fatalf("a burst of %d over a bucket of 5 was never paced", n)
+	}
+}

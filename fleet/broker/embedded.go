@@ -64,6 +64,12 @@ type Limits struct {
 	MaxSessionExpiry time.Duration
 	// MaxMessageExpiry bounds how long a retained or queued message lives.
 	MaxMessageExpiry time.Duration
+	// PublishRate and PublishBurst pace each connection's publishes
+	// (messages per second, and how many may come at once): a publish
+	// beyond them waits, so a flooding client is slowed down rather than
+	// let through or dropped.
+	PublishRate  float64
+	PublishBurst int
 	// ReadBufferBytes and WriteBufferBytes size each connection's buffers;
 	// device messages are a few hundred bytes, and buffers are per client,
 	// so they dominate memory at fleet scale.
@@ -81,6 +87,8 @@ func DefaultLimits() Limits {
 		MaxWritesPending: 128,
 		MaxSessionExpiry: time.Hour,
 		MaxMessageExpiry: 24 * time.Hour,
+		PublishRate:      200,
+		PublishBurst:     200,
 		ReadBufferBytes:  2 << 10,
 		WriteBufferBytes: 2 << 10,
 	}
@@ -105,6 +113,7 @@ type EmbeddedOptions struct {
 // Embedded is an in-process mochi-mqtt broker.
 type Embedded struct {
 	srv    *mqtt.Server
+	hook   *ingestHook
 	ln     *tcpListener
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -152,7 +161,8 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		Logger:                   log.With("broker", "mochi"),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	hook := &ingestHook{ctx: ctx, handler: opts.Handler, timeout: opts.HandleTimeout, log: log}
+	hook := &ingestHook{ctx: ctx, handler: opts.Handler, timeout: opts.HandleTimeout, log: log,
+		rate: l.PublishRate, burst: l.PublishBurst, buckets: map[*mqtt.Client]*tokenBucket{}}
 	// Until issue 8 brings device credentials, every client may connect;
 	// the ingest hook still refuses publishes under another device's id.
 	if err := srv.AddHook(&allowHook{}, nil); err != nil {
@@ -174,7 +184,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		cancel()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	return &Embedded{srv: srv, ln: tl, log: log, cancel: cancel}, nil
+	return &Embedded{srv: srv, hook: hook, ln: tl, log: log, cancel: cancel}, nil
 }
 
 // Addr is the address the broker listens on, e.g. "127.0.0.1:41883".
@@ -240,6 +250,7 @@ func (e *Embedded) Stats() map[string]int64 {
 		"inflight_dropped":  atomic.LoadInt64(&info.InflightDropped),
 		"retained":          atomic.LoadInt64(&info.Retained),
 		"subscriptions":     atomic.LoadInt64(&info.Subscriptions),
+		"publishes_paced":   e.hook.throttled.Load(),
 	}
 }
 
@@ -290,17 +301,60 @@ type ingestHook struct {
 	handler Handler
 	timeout time.Duration
 	log     *slog.Logger
+
+	rate      float64
+	burst     int
+	mu        sync.Mutex
+	buckets   map[*mqtt.Client]*tokenBucket // one per live connection
+	throttled atomic.Int64
 }
 
 func (h *ingestHook) ID() string { return "edgefleet-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnWillSent
+	return b == mqtt.OnPublish || b == mqtt.OnWillSent || b == mqtt.OnDisconnect
+}
+
+func (h *ingestHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	delete(h.buckets, cl)
+	h.mu.Unlock()
+}
+
+// pace waits until the connection may publish again. It runs in the
+// connection's own goroutine, so only that client waits.
+func (h *ingestHook) pace(cl *mqtt.Client) error {
+	if h.rate <= 0 {
+		return nil
+	}
+	h.mu.Lock()
+	b := h.buckets[cl]
+	if b == nil {
+		b = &tokenBucket{}
+		h.buckets[cl] = b
+	}
+	h.mu.Unlock()
+	wait := b.reserve(time.Now(), h.rate, max(h.burst, 1))
+	if wait <= 0 {
+		return nil
+	}
+	h.throttled.Add(1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-h.ctx.Done():
+		return h.ctx.Err()
+	}
 }
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // the server's own publishes
+	}
+	if err := h.pace(cl); err != nil {
+		return pk, packets.ErrRejectPacket // shutting down
 	}
 	err := h.handle(cl.ID, pk.TopicName, pk.Payload)
 	switch {
