@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	ort "github.com/yalue/onnxruntime_go"
+
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/runtime/runtimetest"
 )
@@ -107,4 +109,45 @@ func BenchmarkOpen(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRunRawRelu runs the one-node model through onnxruntime_go
+// directly, tensors bound once, as the floor this backend's Run is compared
+// with: the difference is what the wrapper costs per run.
+func BenchmarkRunRawRelu(b *testing.B) {
+	newBackend(b, nil)
+	data := readShared(b, "onnx_node_relu")
+	in, err := ort.NewTensor(ort.NewShape(3, 4, 5), make([]float32, 60))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Destroy()
+	out, err := ort.NewEmptyTensor[float32](ort.NewShape(3, 4, 5))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Destroy()
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer so.Destroy()
+	so.SetIntraOpNumThreads(1)
+	so.SetInterOpNumThreads(1)
+	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
+	s, err := ort.NewAdvancedSessionWithONNXData(data, []string{"x"}, []string{"y"}, []ort.Value{in}, []ort.Value{out}, so)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Destroy()
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		if err := s.Run(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	reportPercentiles(b, lat)
 }

@@ -154,19 +154,25 @@ func (b *Backend) Open(ctx context.Context, model []byte, opts runtime.Options) 
 		log = b.log
 	}
 
-	// onnxruntime_go needs the input and output names to create a session,
-	// and only a session knows them: a first session without options reads
-	// them. It costs a second parse of the model at load time.
-	ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
-	if err != nil {
-		return nil, classify(err)
-	}
+	// onnxruntime_go needs the input and output names to create a session.
+	// They come from the model's protobuf; when it declares them in a way
+	// graphIO does not take, a throwaway ONNX Runtime session reads them,
+	// at the cost of loading the model twice.
 	m := &Model{}
-	if m.inputs, err = infos("input", ins); err != nil {
-		return nil, err
-	}
-	if m.outputs, err = infos("output", outs); err != nil {
-		return nil, err
+	var err error
+	m.inputs, m.outputs, err = declaredIO(model)
+	if err != nil {
+		log.Debug("onnxruntime: reading inputs and outputs through a temporary session", "reason", err)
+		ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
+		if err != nil {
+			return nil, classify(err)
+		}
+		if m.inputs, err = infos("input", ins); err != nil {
+			return nil, err
+		}
+		if m.outputs, err = infos("output", outs); err != nil {
+			return nil, err
+		}
 	}
 	if len(m.outputs) == 0 {
 		return nil, fmt.Errorf("%w: ONNX model has no outputs", runtime.ErrBadModel)
@@ -246,6 +252,37 @@ func infos(kind string, ios []ort.InputOutputInfo) ([]runtime.TensorInfo, error)
 		out[i] = runtime.TensorInfo{Name: io.Name, DType: dt, Shape: shape}
 	}
 	return out, nil
+}
+
+// declaredIO describes the inputs and outputs the model declares, or fails
+// when graphIO cannot say exactly.
+func declaredIO(model []byte) (inputs, outputs []runtime.TensorInfo, err error) {
+	ins, outs, err := graphIO(model)
+	if err != nil {
+		return nil, nil, err
+	}
+	conv := func(ds []ioDesc) ([]runtime.TensorInfo, error) {
+		out := make([]runtime.TensorInfo, len(ds))
+		for i, d := range ds {
+			dt, ok := fromORT[ort.TensorElementDataType(d.elem)]
+			if !ok || d.name == "" {
+				return nil, fmt.Errorf("%w: %q has element type %d", errNoGraphIO, d.name, d.elem)
+			}
+			shape := make([]int, len(d.dims))
+			for j, x := range d.dims {
+				shape[j] = int(x)
+			}
+			out[i] = runtime.TensorInfo{Name: d.name, DType: dt, Shape: shape}
+		}
+		return out, nil
+	}
+	if inputs, err = conv(ins); err != nil {
+		return nil, nil, err
+	}
+	if outputs, err = conv(outs); err != nil {
+		return nil, nil, err
+	}
+	return inputs, outputs, nil
 }
 
 func names(ts []runtime.TensorInfo) []string {

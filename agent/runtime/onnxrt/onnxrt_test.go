@@ -10,12 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	goruntime "runtime"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/runtime/runtimetest"
@@ -351,4 +354,39 @@ func FuzzOpen(f *testing.F) {
 		}
 		m.Close()
 	})
+}
+
+// What graphIO reads from the protobuf must be what ONNX Runtime reports,
+// for every ONNX model at hand: the shared ones and the project's demos.
+func TestGraphIOMatchesORT(t *testing.T) {
+	newBackend(t, nil)
+	paths, _ := filepath.Glob(filepath.Join(runtimetest.Dir(t), "onnx_*", "model.onnx"))
+	demos, _ := filepath.Glob(filepath.Join(repoRoot(), "models", "demo", "*.onnx"))
+	paths = append(paths, demos...)
+	if len(paths) < 10 {
+		t.Fatalf("only %d ONNX models found", len(paths))
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins, outs, err := declaredIO(data)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		oi, oo, err := ort.GetInputOutputInfoWithONNXData(data)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		wantIn, err1 := infos("input", oi)
+		wantOut, err2 := infos("output", oo)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: %v %v", p, err1, err2)
+		}
+		if !reflect.DeepEqual(ins, wantIn) || !reflect.DeepEqual(outs, wantOut) {
+			t.Errorf("%s:\nprotobuf     %v -> %v\nONNX Runtime %v -> %v", filepath.Base(filepath.Dir(p))+"/"+filepath.Base(p), ins, outs, wantIn, wantOut)
+		}
+	}
 }
