@@ -70,11 +70,11 @@ type Spec struct {
 // Specs are the versions the generator writes.
 func Specs() []Spec {
 	return []Spec{
-		{Version: "1.0.0", Hidden: []int{32}, Seed: 1,
+		{Version: "1.0.0", Hidden: []int{32}, Seed: 1, StandaloneRelu: true,
 			Purpose: "baseline: the small model devices start with"},
-		{Version: "2.0.0", Hidden: []int{96, 48}, PerChannel: true, Seed: 2,
+		{Version: "2.0.0", Hidden: []int{96, 48}, PerChannel: true, Seed: 2, StandaloneRelu: true,
 			Purpose: "good upgrade: heavier and slower than 1.0.0, same interface and answers; its rollout converges"},
-		{Version: "3.0.0", Hidden: []int{96, 48}, PerChannel: true, Seed: 3, Faulty: true,
+		{Version: "3.0.0", Hidden: []int{96, 48}, PerChannel: true, Seed: 3, StandaloneRelu: true, Faulty: true,
 			Purpose: "bad upgrade: wrong outputs for its own sample input, so the device self-test rejects it"},
 		{Version: "4.0.0", Hidden: []int{512, 256}, PerChannel: true, Seed: 4,
 			Purpose: "slow upgrade: right answers at many times 2.0.0's compute, for the latency gate"},
