@@ -46,7 +46,8 @@ func (l *lcg) int32s(n int, r int32) []int32 {
 
 // TestRoundTripInt8CNN writes a small int8 CNN with the writer — per-channel
 // CONV_2D (SAME, strided, dilated, RELU6), DEPTHWISE_CONV_2D (multiplier 2,
-// VALID, dilated, RELU), AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE,
+// VALID, dilated, RELU), a 1x1 CONV_2D branch joined by ADD (inputs of
+// different scales, RELU), AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE,
 // FULLY_CONNECTED, SOFTMAX — and checks that the agent's engine gives, byte
 // for byte, what models/quant computes from the same integers.
 func TestRoundTripInt8CNN(t *testing.T) {
@@ -69,9 +70,18 @@ func TestRoundTripInt8CNN(t *testing.T) {
 		StrideH: 1, StrideW: 1, DilH: 2, DilW: 1,
 		In: convQ, Out: dwQ, ActMin: 0, ActMax: float32(inf()),
 	}
+	branchQ := quant.Params{Scale: 1.0 / 4, ZeroPoint: -30}
+	addQ := quant.Params{Scale: 3.0 / 16, ZeroPoint: -100}
+	branch := quant.Conv2D{
+		Filter: r.int8s(12*12, -127), FilterShape: [4]int{12, 1, 1, 12},
+		WeightScale: r.scales(12, 4096), Bias: r.int32s(12, 2000),
+		StrideH: 1, StrideW: 1, DilH: 1, DilW: 1,
+		In: dwQ, Out: branchQ, ActMin: float32(-inf()), ActMax: float32(inf()),
+	}
+	add := quant.Add{In1: dwQ, In2: branchQ, Out: addQ, ActMin: 0, ActMax: float32(inf())}
 	avg := quant.Pool{FilterH: 2, FilterW: 2, StrideH: 2, StrideW: 2, Same: true}
 	mp := quant.Pool{FilterH: 1, FilterW: 2, StrideH: 1, StrideW: 1, Max: true}
-	fc := quant.FullyConnected{Units: 5, Depth: 48, Weights: r.int8s(5*48, -127), WeightScale: r.scales(5, 2048), Bias: r.int32s(5, 3000), In: dwQ, Out: fcQ}
+	fc := quant.FullyConnected{Units: 5, Depth: 48, Weights: r.int8s(5*48, -127), WeightScale: r.scales(5, 2048), Bias: r.int32s(5, 3000), In: addQ, Out: fcQ}
 	input := r.int8s(1*12*10*3, -128)
 
 	// The reference.
@@ -87,6 +97,16 @@ func TestRoundTripInt8CNN(t *testing.T) {
 	}
 	if distinct(x) < 20 {
 		t.Fatalf("depthwise output has %d distinct values; retune the scales", distinct(x))
+	}
+	b, _, err := branch.Run(x, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x, err = add.Run(x, b); err != nil {
+		t.Fatal(err)
+	}
+	if distinct(x) < 20 {
+		t.Fatalf("add output has %d distinct values; retune the scales", distinct(x))
 	}
 	x, s = avg.Run(x, s)
 	x, s = mp.Run(x, s)
@@ -118,10 +138,14 @@ func TestRoundTripInt8CNN(t *testing.T) {
 	wq, bq = pc(dw.WeightScale, convQ, 3)
 	y = g.DepthwiseConv2D("dw", y, g.ConstInt8("dw/filter", dw.FilterShape[:], wq, dw.Filter), g.ConstInt32("dw/bias", []int{12}, bq, dw.Bias),
 		tw.DepthwiseConv2DOptions{Padding: tw.Valid, DilationH: 2, DepthMultiplier: 2, Activation: tw.ActRelu, Out: pt(dwQ)})
+	wq, bq = pc(branch.WeightScale, dwQ, 0)
+	br := g.Conv2D("branch", y, g.ConstInt8("branch/filter", branch.FilterShape[:], wq, branch.Filter), g.ConstInt32("branch/bias", []int{12}, bq, branch.Bias),
+		tw.Conv2DOptions{Padding: tw.Valid, Out: pt(branchQ)})
+	y = g.Add("residual", y, br, tw.ActRelu, pt(addQ))
 	y = g.AveragePool2D("avg", y, tw.Pool2DOptions{Padding: tw.Same, FilterH: 2, FilterW: 2, StrideH: 2, StrideW: 2})
 	y = g.MaxPool2D("max", y, tw.Pool2DOptions{Padding: tw.Valid, FilterH: 1, FilterW: 2})
 	y = g.Reshape("flat", y, []int{1, -1})
-	wq, bq = pc(fc.WeightScale, dwQ, 0)
+	wq, bq = pc(fc.WeightScale, addQ, 0)
 	y = g.FullyConnected("fc", y, g.ConstInt8("fc/weights", []int{5, 48}, wq, fc.Weights), g.ConstInt32("fc/bias", []int{5}, bq, fc.Bias),
 		tw.FullyConnectedOptions{Out: pt(fcQ)})
 	g.Output(g.Softmax("probabilities", y, 1, nil))

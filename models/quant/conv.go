@@ -160,3 +160,32 @@ func (p *Pool) Run(in []int8, inShape [4]int) ([]int8, [4]int) {
 	}
 	return out, [4]int{n, oh, ow, ch}
 }
+
+// Add is TFLite's int8 ADD of two tensors of the same shape (reference
+// integer_ops/add.h with the parameters of kernels/add.cc): both inputs
+// shifted left by 20 bits, rescaled to twice the larger input scale,
+// summed, and rescaled to the output.
+type Add struct {
+	In1, In2, Out  Params
+	ActMin, ActMax float32
+}
+
+// Run adds a and b into a new slice.
+func (p *Add) Run(a, b []int8) ([]int8, error) {
+	if len(a) != len(b) {
+		return nil, fmt.Errorf("add of %d and %d values", len(a), len(b))
+	}
+	const leftShift = 20
+	twiceMax := 2 * float64(max(p.In1.Scale, p.In2.Scale))
+	m1 := QuantizeMultiplier(float64(p.In1.Scale) / twiceMax)
+	m2 := QuantizeMultiplier(float64(p.In2.Scale) / twiceMax)
+	mo := QuantizeMultiplier(twiceMax / (float64(int64(1)<<leftShift) * float64(p.Out.Scale)))
+	lo, hi := ActivationRange(p.ActMin, p.ActMax, p.Out)
+	out := make([]int8, len(a))
+	for i := range a {
+		x := m1.Apply((int32(a[i]) - p.In1.ZeroPoint) * (1 << leftShift))
+		y := m2.Apply((int32(b[i]) - p.In2.ZeroPoint) * (1 << leftShift))
+		out[i] = int8(clamp(mo.Apply(x+y)+p.Out.ZeroPoint, lo, hi))
+	}
+	return out, nil
+}

@@ -256,3 +256,25 @@ func int8Bytes(v []int8) []byte {
 	}
 	return b
 }
+
+func TestAdd(t *testing.T) {
+	one := Params{Scale: 1}
+	a := Add{In1: one, In2: one, Out: one, ActMin: float32(math.Inf(-1)), ActMax: float32(math.Inf(1))}
+	got, err := a.Run([]int8{3, -100, 100, -5}, []int8{4, -100, 100, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int8{7, -128, 127, 0}; string(int8Bytes(got)) != string(int8Bytes(want)) {
+		t.Errorf("add = %v, want %v (saturating)", got, want)
+	}
+	// Different scales: 10·0.5 + 10·0.25 = 7.5 → 15 at scale 0.5, zp 1 → 16.
+	b := Add{In1: Params{Scale: 0.5}, In2: Params{Scale: 0.25, ZeroPoint: -2}, Out: Params{Scale: 0.5, ZeroPoint: 1},
+		ActMin: 0, ActMax: float32(math.Inf(1))}
+	got, _ = b.Run([]int8{10, -20}, []int8{8, -2})
+	if want := []int8{16, 1}; string(int8Bytes(got)) != string(int8Bytes(want)) {
+		t.Errorf("add = %v, want %v (RELU clamps the second at the zero point)", got, want)
+	}
+	if _, err := a.Run([]int8{1}, []int8{1, 2}); err == nil {
+		t.Error("add of different sizes accepted")
+	}
+}
