@@ -147,7 +147,7 @@ func (g *Graph) Encode() ([]byte, error) {
 		op := &g.ops[i]
 		var opts flatbuffers.UOffsetT
 		if op.options.kind != optNone {
-			opts = flatbuffers.UOffsetT(op.options.write(e))
+			opts = op.options.write(e)
 		}
 		outs := e.tensorIndices(op.outputs)
 		ins := e.tensorIndices(op.inputs)

@@ -19,6 +19,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	flatbuffers "github.com/google/flatbuffers/go"
 )
 
 // TensorType is a TFLite element type; the values are the schema's.
@@ -119,7 +121,7 @@ type operator struct {
 // member; kind optNone writes nothing.
 type options struct {
 	kind  byte
-	write func(*encoder) uint32
+	write func(*encoder) flatbuffers.UOffsetT
 }
 
 // Limits keep a mistaken builder from asking for gigabytes; demo and test

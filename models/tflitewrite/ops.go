@@ -3,6 +3,8 @@ package tflitewrite
 import (
 	"fmt"
 	"slices"
+
+	flatbuffers "github.com/google/flatbuffers/go"
 )
 
 // NoTensor stands for an omitted optional operator input (written as -1),
@@ -59,12 +61,12 @@ func (g *Graph) FullyConnected(name string, in, weights, bias Tensor, o FullyCon
 	if !g.activationOK(what, act) {
 		return invalid
 	}
-	g.addOp(opFullyConnected, x.typ, []Tensor{in, weights, bias}, out, options{optFullyConnected, func(e *encoder) uint32 {
+	g.addOp(opFullyConnected, x.typ, []Tensor{in, weights, bias}, out, options{optFullyConnected, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(fcNumFields)
 		b.PrependInt8Slot(fcActivation, int8(act), 0)
 		b.PrependBoolSlot(fcKeepNumDims, keep, false)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return out
 }
@@ -107,7 +109,7 @@ func (g *Graph) Conv2D(name string, in, filter, bias Tensor, o Conv2DOptions) Te
 	if out == invalid {
 		return invalid
 	}
-	g.addOp(opConv2D, x.typ, []Tensor{in, filter, bias}, out, options{optConv2D, func(e *encoder) uint32 {
+	g.addOp(opConv2D, x.typ, []Tensor{in, filter, bias}, out, options{optConv2D, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(conv2DNumFields)
 		b.PrependInt32Slot(conv2DDilationH, int32(dh), 1)
@@ -116,7 +118,7 @@ func (g *Graph) Conv2D(name string, in, filter, bias Tensor, o Conv2DOptions) Te
 		b.PrependInt32Slot(conv2DStrideW, int32(sw), 0)
 		b.PrependInt8Slot(conv2DActivation, int8(o.Activation), 0)
 		b.PrependInt8Slot(conv2DPadding, int8(o.Padding), 0)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return out
 }
@@ -162,7 +164,7 @@ func (g *Graph) DepthwiseConv2D(name string, in, filter, bias Tensor, o Depthwis
 	if out == invalid {
 		return invalid
 	}
-	g.addOp(opDepthwiseConv2D, x.typ, []Tensor{in, filter, bias}, out, options{optDepthwiseConv2D, func(e *encoder) uint32 {
+	g.addOp(opDepthwiseConv2D, x.typ, []Tensor{in, filter, bias}, out, options{optDepthwiseConv2D, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(dwNumFields)
 		b.PrependInt32Slot(dwDilationH, int32(dh), 1)
@@ -172,7 +174,7 @@ func (g *Graph) DepthwiseConv2D(name string, in, filter, bias Tensor, o Depthwis
 		b.PrependInt32Slot(dwStrideW, int32(sw), 0)
 		b.PrependInt8Slot(dwActivation, int8(o.Activation), 0)
 		b.PrependInt8Slot(dwPadding, int8(o.Padding), 0)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return out
 }
@@ -224,7 +226,7 @@ func (g *Graph) pool(code int32, what, name string, in Tensor, o Pool2DOptions) 
 	if out == invalid {
 		return invalid
 	}
-	g.addOp(code, x.typ, []Tensor{in}, out, options{optPool2D, func(e *encoder) uint32 {
+	g.addOp(code, x.typ, []Tensor{in}, out, options{optPool2D, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(poolNumFields)
 		b.PrependInt32Slot(poolFilterHeight, int32(o.FilterH), 0)
@@ -233,7 +235,7 @@ func (g *Graph) pool(code int32, what, name string, in Tensor, o Pool2DOptions) 
 		b.PrependInt32Slot(poolStrideW, int32(sw), 0)
 		b.PrependInt8Slot(poolActivation, int8(o.Activation), 0)
 		b.PrependInt8Slot(poolPadding, int8(o.Padding), 0)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return out
 }
@@ -278,12 +280,12 @@ func (g *Graph) Reshape(name string, in Tensor, shape []int) Tensor {
 	if st == invalid || out == invalid {
 		return invalid
 	}
-	g.addOp(opReshape, x.typ, []Tensor{in, st}, out, options{optReshape, func(e *encoder) uint32 {
+	g.addOp(opReshape, x.typ, []Tensor{in, st}, out, options{optReshape, func(e *encoder) flatbuffers.UOffsetT {
 		v := e.int32s(ns)
 		b := e.b
 		b.StartObject(reshapeNumFields)
 		b.PrependUOffsetTSlot(reshapeNewShape, v, 0)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return out
 }
@@ -307,11 +309,11 @@ func (g *Graph) Softmax(name string, in Tensor, beta float32, out *Quant) Tensor
 	if o == invalid {
 		return invalid
 	}
-	g.addOp(opSoftmax, x.typ, []Tensor{in}, o, options{optSoftmax, func(e *encoder) uint32 {
+	g.addOp(opSoftmax, x.typ, []Tensor{in}, o, options{optSoftmax, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(softmaxNumFields)
 		b.PrependFloat32Slot(softmaxBeta, beta, 0)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return o
 }
@@ -374,11 +376,11 @@ func (g *Graph) Add(name string, a, b Tensor, act Activation, out *Quant) Tensor
 	if o == invalid {
 		return invalid
 	}
-	g.addOp(opAdd, x.typ, []Tensor{a, b}, o, options{optAdd, func(e *encoder) uint32 {
+	g.addOp(opAdd, x.typ, []Tensor{a, b}, o, options{optAdd, func(e *encoder) flatbuffers.UOffsetT {
 		bb := e.b
 		bb.StartObject(addNumFields)
 		bb.PrependInt8Slot(addActivation, int8(act), 0)
-		return uint32(bb.EndObject())
+		return bb.EndObject()
 	}})
 	return o
 }
@@ -427,11 +429,11 @@ func (g *Graph) Mean(name string, in Tensor, axes []int, keepDims bool, out *Qua
 	if at == invalid || o == invalid {
 		return invalid
 	}
-	g.addOp(opMean, x.typ, []Tensor{in, at}, o, options{optReducer, func(e *encoder) uint32 {
+	g.addOp(opMean, x.typ, []Tensor{in, at}, o, options{optReducer, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(reducerNumFields)
 		b.PrependBoolSlot(reducerKeepDims, keepDims, false)
-		return uint32(b.EndObject())
+		return b.EndObject()
 	}})
 	return o
 }
