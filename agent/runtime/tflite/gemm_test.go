@@ -56,5 +56,33 @@ func benchGemm(b *testing.B, f func([]int16, int, []int16, int, int, []int32)) {
 // pointwise-convolution block (16 pixels, 96 channels, depth 160).
 func BenchmarkGemm(b *testing.B) {
 	b.Run("portable", func(b *testing.B) { benchGemm(b, gemmI16Go) })
-	b.Run("selected", func(b *testing.B) { benchGemm(b, gemmI16) })
+	for name, f := range vectorGemms() {
+		b.Run(name, func(b *testing.B) { benchGemm(b, f) })
+	}
+}
+
+// TestGemmVectorKernels checks every vector GEMM this CPU can run, not
+// only the one selected, against the portable kernel.
+func TestGemmVectorKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	for name, f := range vectorGemms() {
+		for range 100 {
+			m, n, k := 1+r.IntN(17), 1+r.IntN(21), alignK(1+r.IntN(200))
+			a, b := make([]int16, m*k), make([]int16, n*k)
+			for i := range a {
+				a[i] = int16(r.IntN(511) - 255)
+			}
+			for i := range b {
+				b[i] = int16(r.IntN(511) - 255)
+			}
+			want, got := make([]int32, m*n), make([]int32, m*n)
+			gemmI16Go(a, m, b, n, k, want)
+			f(a, m, b, n, k, got)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%s m=%d n=%d k=%d: element %d is %d, portable kernel gives %d", name, m, n, k, i, got[i], want[i])
+				}
+			}
+		}
+	}
 }
