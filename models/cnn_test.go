@@ -198,3 +198,70 @@ func distinct(v []int8) int {
 	}
 	return len(seen)
 }
+
+// TestRoundTripUint8FC checks the older asymmetric uint8 scheme the writer
+// also writes: uint8 input, weights with a non-zero zero point, int32 bias,
+// fused RELU, against the reference formula computed here.
+func TestRoundTripUint8FC(t *testing.T) {
+	r := lcg(7)
+	const units, depth = 6, 20
+	inQ := quant.Params{Scale: 1.0 / 32, ZeroPoint: 131}
+	wScale, wZP := float32(1.0/256), int32(119)
+	outQ := quant.Params{Scale: 1.0 / 8, ZeroPoint: 60}
+	w := make([]byte, units*depth)
+	for i := range w {
+		w[i] = byte(r.next())
+	}
+	in := make([]byte, depth)
+	for i := range in {
+		in[i] = byte(r.next())
+	}
+	bias := r.int32s(units, 5000)
+
+	mult := quant.QuantizeMultiplier(float64(inQ.Scale) * float64(wScale) / float64(outQ.Scale))
+	want := make([]byte, units)
+	for u := range units {
+		var acc int32
+		for d := range depth {
+			acc += (int32(w[u*depth+d]) - wZP) * (int32(in[d]) - inQ.ZeroPoint)
+		}
+		v := mult.Apply(acc+bias[u]) + outQ.ZeroPoint
+		want[u] = byte(min(max(v, outQ.ZeroPoint), 255)) // RELU clamps at the zero point
+	}
+
+	g := tw.New("uint8 fc")
+	x := g.Input("x", tw.Uint8, []int{1, depth}, tw.PerTensor(inQ.Scale, int64(inQ.ZeroPoint)))
+	wt := g.Const("w", tw.Uint8, []int{units, depth}, tw.PerTensor(wScale, int64(wZP)), w)
+	bt := g.ConstInt32("b", []int{units}, tw.PerTensor(inQ.Scale*wScale, 0), bias)
+	g.Output(g.FullyConnected("y", x, wt, bt, tw.FullyConnectedOptions{Activation: tw.ActRelu, Out: tw.PerTensor(outQ.Scale, int64(outQ.ZeroPoint))}))
+	file, err := g.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := runtime.New("tflite", runtime.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, err := be.Open(ctx, file, runtime.Options{})
+	if err != nil {
+		t.Fatalf("engine cannot open the written uint8 model: %v", err)
+	}
+	defer m.Close()
+	s, err := m.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out := []runtime.Tensor{{}}
+	if err := s.Run(ctx, []runtime.Tensor{{DType: runtime.Uint8, Shape: []int{1, depth}, Data: in}}, out); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out[0].Data, want) {
+		t.Fatalf("engine answers %v, reference %v", out[0].Data, want)
+	}
+	if slices.Max(want) == slices.Min(want) {
+		t.Fatal("reference output is flat; the test would prove little")
+	}
+	t.Logf("uint8 outputs %v", want)
+}
