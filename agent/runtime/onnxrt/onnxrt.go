@@ -353,7 +353,11 @@ func (m *Model) NewSession() (runtime.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("onnxruntime run options: %w", err)
 	}
-	return &Session{m: m, ro: ro}, nil
+	return &Session{
+		m: m, ro: ro,
+		inSlots: make([]slot, len(m.inputs)), outSlots: make([]slot, len(m.outputs)),
+		in: make([]ort.Value, len(m.inputs)), out: make([]ort.Value, len(m.outputs)),
+	}, nil
 }
 
 // Close waits for runs in flight and frees the model. Later runs return
@@ -382,9 +386,41 @@ type Session struct {
 	killed bool   // ro is set to terminate
 	closed bool
 
-	// Reused across runs so that a steady caller allocates little.
-	in  []ort.Value
-	out []ort.Value
+	// Values over the caller's tensors, kept while the caller passes the
+	// same buffers with the same shapes, as a steady caller does: a run
+	// then creates no ONNX Runtime value and allocates little.
+	inSlots, outSlots []slot
+	in, out           []ort.Value
+}
+
+// slot holds the ONNX Runtime value made for one input or output.
+type slot struct {
+	v ort.Value
+	// over is true when v reads or writes data in place, so it stays right
+	// for as long as the caller passes the same buffer and shape; false for
+	// a value holding a copy, which is remade every run.
+	over  bool
+	dt    runtime.DType
+	data  []byte
+	shape []int
+}
+
+func (sl *slot) fits(dt runtime.DType, data []byte, shape []int) bool {
+	return sl.v != nil && sl.over && sl.dt == dt && len(sl.data) == len(data) &&
+		unsafe.SliceData(sl.data) == unsafe.SliceData(data) && slices.Equal(sl.shape, shape)
+}
+
+func (sl *slot) set(v ort.Value, over bool, dt runtime.DType, data []byte, shape []int) {
+	sl.release()
+	sl.v, sl.over, sl.dt, sl.data = v, over, dt, data
+	sl.shape = append(sl.shape[:0], shape...)
+}
+
+func (sl *slot) release() {
+	if sl.v != nil {
+		sl.v.Destroy()
+	}
+	sl.v, sl.data = nil, nil
 }
 
 // Run checks the inputs against the model, runs it and writes the outputs,
@@ -411,40 +447,58 @@ func (s *Session) Run(ctx context.Context, inputs, outputs []runtime.Tensor) err
 		return err
 	}
 
-	s.in = slices.Grow(s.in[:0], len(inputs))[:len(inputs)]
-	s.out = slices.Grow(s.out[:0], len(outputs))[:len(outputs)]
-	clear(s.in)
-	clear(s.out)
-	defer func() {
-		for _, v := range s.in {
-			if v != nil {
-				v.Destroy()
+	for i, t := range inputs {
+		sl := &s.inSlots[i]
+		if !sl.fits(t.DType, t.Data, t.Shape) {
+			v, err := inputValue(t)
+			if err != nil {
+				return fmt.Errorf("onnxruntime: input %d (%s): %w", i, m.inputs[i].Name, err)
 			}
+			sl.set(v, len(t.Shape) > 0 && len(t.Data) > 0, t.DType, t.Data, t.Shape)
 		}
-		for _, v := range s.out {
-			if v != nil {
-				v.Destroy()
-			}
-		}
-		clear(s.in)
-		clear(s.out)
-	}()
-	for i := range inputs {
-		v, err := inputValue(inputs[i])
-		if err != nil {
-			return fmt.Errorf("onnxruntime: input %d (%s): %w", i, m.inputs[i].Name, err)
-		}
-		s.in[i] = v
+		s.in[i] = sl.v
 	}
 	// Outputs of known shape are written by ONNX Runtime straight into the
-	// caller's buffers; the others are allocated by it and copied.
+	// caller's buffers; the others it allocates, and Run copies them.
 	for i, info := range m.outputs {
-		v, err := outputValue(info, &outputs[i])
-		if err != nil {
-			return fmt.Errorf("onnxruntime: output %d (%s): %w", i, info.Name, err)
+		sl := &s.outSlots[i]
+		s.out[i] = nil
+		switch n := runtime.ByteSize(info.DType, info.Shape); {
+		case len(info.Shape) == 0:
+			// A scalar value owns its memory and is read after the run.
+			if sl.v == nil || sl.dt != info.DType {
+				v, err := scalarOut(info.DType)
+				if err != nil {
+					return fmt.Errorf("onnxruntime: output %d (%s): %w", i, info.Name, err)
+				}
+				sl.set(v, false, info.DType, nil, nil)
+			}
+			s.out[i] = sl.v
+		case n > 0:
+			setOutput(&outputs[i], info.DType, info.Shape, n)
+			if !sl.fits(info.DType, outputs[i].Data, info.Shape) {
+				typ, ok := toORT[info.DType]
+				if !ok {
+					return fmt.Errorf("onnxruntime: output %d (%s): %w: dtype %s", i, info.Name, runtime.ErrUnsupported, info.DType)
+				}
+				v, err := ort.NewCustomDataTensor(shape64(info.Shape), outputs[i].Data, typ)
+				if err != nil {
+					return fmt.Errorf("onnxruntime: output %d (%s): %w", i, info.Name, err)
+				}
+				sl.set(v, true, info.DType, outputs[i].Data, info.Shape)
+			}
+			s.out[i] = sl.v
 		}
-		s.out[i] = v
 	}
+	// Values ONNX Runtime allocated for outputs of unknown shape.
+	defer func() {
+		for i, v := range s.out {
+			if v != nil && v != s.outSlots[i].v {
+				v.Destroy()
+			}
+			s.out[i] = nil
+		}
+	}()
 
 	stop := s.watch(ctx)
 	err := m.sess.RunWithOptions(s.in, s.out, s.ro)
@@ -504,6 +558,12 @@ func (s *Session) Close() error {
 		return nil
 	}
 	s.closed = true
+	for i := range s.inSlots {
+		s.inSlots[i].release()
+	}
+	for i := range s.outSlots {
+		s.outSlots[i].release()
+	}
 	return s.ro.Destroy()
 }
 
@@ -522,24 +582,6 @@ func inputValue(t runtime.Tensor) (ort.Value, error) {
 		data = make([]byte, 1)
 	}
 	return ort.NewCustomDataTensor(shape64(t.Shape), data, typ)
-}
-
-// outputValue returns a value over the caller's tensor when the output's
-// shape is fully known, or nil for ONNX Runtime to allocate.
-func outputValue(info runtime.TensorInfo, t *runtime.Tensor) (ort.Value, error) {
-	if len(info.Shape) == 0 {
-		return scalarOut(info.DType)
-	}
-	n := runtime.ByteSize(info.DType, info.Shape)
-	if n <= 0 {
-		return nil, nil
-	}
-	typ, ok := toORT[info.DType]
-	if !ok {
-		return nil, fmt.Errorf("%w: dtype %s", runtime.ErrUnsupported, info.DType)
-	}
-	setOutput(t, info.DType, info.Shape, n)
-	return ort.NewCustomDataTensor(shape64(info.Shape), t.Data, typ)
 }
 
 func setOutput(t *runtime.Tensor, dt runtime.DType, shape []int, n int) {
