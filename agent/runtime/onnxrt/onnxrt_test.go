@@ -19,6 +19,7 @@ import (
 	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/runtime/runtimetest"
@@ -431,5 +432,80 @@ func TestReusedBuffers(t *testing.T) {
 	// C value pointers per call, which cgo moves to the heap.
 	if allocs > 4 {
 		t.Errorf("%.0f allocations per run with reused tensors, want at most 4", allocs)
+	}
+}
+
+// loopModel is an ONNX model with a Loop whose body doubles v, M times
+// while cond holds: int64 and bool scalar inputs and a subgraph.
+func loopModel() []byte {
+	str := func(num protowire.Number, s string) []byte { return bytesField(num, []byte(s)) }
+	node := func(op string, ins, outs []string, attrs ...[]byte) []byte {
+		var b []byte
+		for _, in := range ins {
+			b = append(b, str(1, in)...)
+		}
+		for _, out := range outs {
+			b = append(b, str(2, out)...)
+		}
+		b = append(b, str(4, op)...)
+		for _, a := range attrs {
+			b = append(b, bytesField(5, a)...)
+		}
+		return bytesField(1, b)
+	}
+	const float, int64, boolean = 1, 7, 9
+	body := msg(
+		node("Identity", []string{"cond_in"}, []string{"cond_out"}),
+		node("Add", []string{"v_in", "v_in"}, []string{"v_out"}),
+		str(2, "body"),
+		bytesField(fGraphInput, tensorValue("i", int64)),
+		bytesField(fGraphInput, tensorValue("cond_in", boolean)),
+		bytesField(fGraphInput, tensorValue("v_in", float, 1)),
+		bytesField(fGraphOutput, tensorValue("cond_out", boolean)),
+		bytesField(fGraphOutput, tensorValue("v_out", float, 1)),
+	)
+	graphAttr := msg(str(1, "body"), varintField(20, 5), bytesField(6, body)) // type GRAPH
+	main := msg(
+		node("Loop", []string{"M", "cond", "v"}, []string{"v_final"}, graphAttr),
+		str(2, "doubling"),
+		bytesField(fGraphInput, tensorValue("M", int64)),
+		bytesField(fGraphInput, tensorValue("cond", boolean)),
+		bytesField(fGraphInput, tensorValue("v", float, 1)),
+		bytesField(fGraphOutput, tensorValue("v_final", float, 1)),
+	)
+	opset := msg(str(1, ""), varintField(2, 17))
+	return msg(varintField(1, 8), bytesField(8, opset), bytesField(fModelGraph, main))
+}
+
+func TestLoopModel(t *testing.T) {
+	b := newBackend(t, nil)
+	m, err := b.Open(context.Background(), loopModel(), runtime.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := []runtime.TensorInfo{{Name: "M", DType: runtime.Int64, Shape: []int{}}, {Name: "cond", DType: runtime.Bool, Shape: []int{}}, {Name: "v", DType: runtime.Float32, Shape: []int{1}}}
+	if got := m.Inputs(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("inputs %v, want %v", got, want)
+	}
+	s, _ := m.NewSession()
+	defer s.Close()
+	for _, tc := range []struct {
+		times int64
+		cond  byte
+		want  float32
+	}{{3, 1, 12}, {0, 1, 1.5}, {5, 0, 1.5}, {10, 1, 1536}} {
+		in := []runtime.Tensor{
+			{DType: runtime.Int64, Shape: []int{}, Data: binary.LittleEndian.AppendUint64(nil, uint64(tc.times))},
+			{DType: runtime.Bool, Shape: []int{}, Data: []byte{tc.cond}},
+			{DType: runtime.Float32, Shape: []int{1}, Data: binary.LittleEndian.AppendUint32(nil, math.Float32bits(1.5))},
+		}
+		out := make([]runtime.Tensor, 1)
+		if err := s.Run(context.Background(), in, out); err != nil {
+			t.Fatalf("M=%d cond=%d: %v", tc.times, tc.cond, err)
+		}
+		if got := math.Float32frombits(binary.LittleEndian.Uint32(out[0].Data)); got != tc.want || !slices.Equal(out[0].Shape, []int{1}) {
+			t.Errorf("M=%d cond=%d: %v %v, want %v [1]", tc.times, tc.cond, got, out[0].Shape, tc.want)
+		}
 	}
 }
