@@ -133,6 +133,17 @@ func (q Query) Match(d *store.Device) bool {
 	return true
 }
 
+func (q Query) hint() store.Hint {
+	h := store.Hint{Profile: q.Profile, Labels: q.Labels}
+	switch q.Status {
+	case StatusOnline:
+		h.Online = new(true)
+	case StatusOffline:
+		h.Online = new(false)
+	}
+	return h
+}
+
 // List returns one page of the devices matching q, in id order.
 func (inv *Inventory) List(ctx context.Context, q Query) (Page, error) {
 	if err := q.Validate(); err != nil {
@@ -143,7 +154,7 @@ func (inv *Inventory) List(ctx context.Context, q Query) (Page, error) {
 	if limit == 0 {
 		limit = DefaultLimit
 	}
-	ds, next, err := inv.st.Devices(ctx, after, limit, q.Match)
+	ds, next, err := inv.st.Devices(ctx, after, limit, q.hint(), q.Match)
 	if err != nil {
 		return Page{}, fmt.Errorf("list devices: %w", err)
 	}

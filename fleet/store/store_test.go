@@ -54,7 +54,7 @@ func TestDevicesPagination(t *testing.T) {
 	after := ""
 	pages := 0
 	for {
-		page, next, err := s.Devices(ctx, after, 5, online)
+		page, next, err := s.Devices(ctx, after, 5, store.Hint{}, online)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestDevicesPagination(t *testing.T) {
 			t.Fatalf("ids out of order or repeated: %v", ids)
 		}
 	}
-	if _, _, err := s.Devices(ctx, "", 0, nil); err == nil {
+	if _, _, err := s.Devices(ctx, "", 0, store.Hint{}, nil); err == nil {
 		t.Fatal("limit 0 accepted")
 	}
 }
@@ -201,7 +201,7 @@ func TestSetAllOfflineAndCounters(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("SetAllOffline = %d, %v; want 2", n, err)
 	}
-	page, _, err := s.Devices(ctx, "", 10, func(d *store.Device) bool { return d.Online })
+	page, _, err := s.Devices(ctx, "", 10, store.Hint{}, func(d *store.Device) bool { return d.Online })
 	if err != nil || len(page) != 0 {
 		t.Fatalf("online after SetAllOffline: %v %v", page, err)
 	}
@@ -223,5 +223,61 @@ func TestClosedStore(t *testing.T) {
 	}
 	if _, err := s.Device(context.Background(), "a"); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Device after Close: %v", err)
+	}
+}
+
+func TestDevicesHintNeverHidesAMatch(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.Open(t, store.Options{})
+	odd := `we<ird "&" \ value`
+	devs := []store.Device{
+		{ID: "a", Online: true, Profile: "p1", Labels: map[string]string{"site": "x", "k": odd}},
+		{ID: "b", Online: false, Profile: "p1", Labels: map[string]string{"site": "x"}},
+		{ID: "c", Online: true, Profile: "p2", Labels: map[string]string{"site": "y", "profile": "p1"}},
+	}
+	for _, d := range devs {
+		if err := s.PutDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yes, no := true, false
+	cases := []struct {
+		hint store.Hint
+		want string
+	}{
+		{store.Hint{}, "[a b c]"},
+		{store.Hint{Profile: "p1"}, "[a b]"},
+		{store.Hint{Labels: map[string]string{"k": odd}}, "[a]"},
+		{store.Hint{Labels: map[string]string{"site": "x"}, Online: &yes}, "[a]"},
+		{store.Hint{Online: &no}, "[b]"},
+		{store.Hint{Labels: map[string]string{"site": "z"}}, "[]"},
+	}
+	for _, tc := range cases {
+		// The match function applies the same conditions, as the inventory's does.
+		match := func(d *store.Device) bool {
+			if tc.hint.Profile != "" && d.Profile != tc.hint.Profile {
+				return false
+			}
+			if tc.hint.Online != nil && d.Online != *tc.hint.Online {
+				return false
+			}
+			for k, v := range tc.hint.Labels {
+				if d.Labels[k] != v {
+					return false
+				}
+			}
+			return true
+		}
+		page, _, err := s.Devices(ctx, "", 10, tc.hint, match)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range page {
+			ids = append(ids, d.ID)
+		}
+		if got := fmt.Sprint(ids); got != tc.want && !(tc.want == "[]" && len(ids) == 0) {
+			t.Errorf("hint %+v: %v, want %s", tc.hint, got, tc.want)
+		}
 	}
 }
