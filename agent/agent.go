@@ -98,6 +98,12 @@ type Config struct {
 	PublishTimeout time.Duration
 	// KeepAlive is the MQTT keepalive; default 30 s.
 	KeepAlive time.Duration
+	// OnDesired, when set, receives every valid desired deployment for
+	// this device, in the order they arrive (the update engine hooks in
+	// here). The retained one arrives again after every reconnect, so
+	// compare generations. It is called from the connection's goroutine and must return
+	// quickly: hand the work to a goroutine of your own.
+	OnDesired func(ctx context.Context, d *proto.DesiredDeployment)
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -449,6 +455,12 @@ func (a *Agent) maxSessions() int {
 	}
 	return min(max(a.facts.Cores-1, 1), 8)
 }
+
+// Recorder is where inference figures for the telemetry windows go. Infer
+// records into it; the local inference API (agent/serve) records its own
+// requests, rejects and errors into it too, so the fleet sees one set of
+// figures per model version.
+func (a *Agent) Recorder() *telemetry.Recorder { return a.rec }
 
 // ID is the device id.
 func (a *Agent) ID() string { return a.id }

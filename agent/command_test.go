@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -50,7 +51,10 @@ func TestCommands(t *testing.T) {
 
 func TestDesiredIsValidatedAndSurvivesGarbage(t *testing.T) {
 	b := startBroker(t)
-	a, _ := start(t, baseConfig(t, b))
+	cfg := baseConfig(t, b)
+	got := make(chan *proto.DesiredDeployment, 4)
+	cfg.OnDesired = func(_ context.Context, d *proto.DesiredDeployment) { got <- d }
+	a, _ := start(t, cfg)
 	b.waitFor("hello", 10*time.Second, func(ms []received) bool { return len(of[*proto.Hello](ms, proto.KindHello)) == 1 })
 	topic := proto.Topic(a.ID(), proto.KindDesired)
 	for _, p := range [][]byte{[]byte("\xff\xff"), proto.MustEncode(&proto.DesiredDeployment{ProtocolVersion: proto.ProtocolVersion, DeviceId: "someone-else"})} {
@@ -64,4 +68,21 @@ func TestDesiredIsValidatedAndSurvivesGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.waitFor("ack after bad desired state", 10*time.Second, func(ms []received) bool { return len(of[*proto.Ack](ms, proto.KindAck)) == 1 })
+	if len(got) != 0 {
+		t.Fatalf("invalid desired deployment reached OnDesired: %v", <-got)
+	}
+	// A valid one, retained, reaches OnDesired.
+	good := &proto.DesiredDeployment{ProtocolVersion: proto.ProtocolVersion, DeviceId: a.ID(), Generation: 7,
+		Models: []*proto.DesiredModel{{Name: "kws", Version: "2.0.0"}}}
+	if err := b.srv.Publish(topic, proto.MustEncode(good), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if d.GetGeneration() != 7 || d.GetModels()[0].GetVersion() != "2.0.0" {
+			t.Errorf("OnDesired got %v", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("valid desired deployment never reached OnDesired")
+	}
 }

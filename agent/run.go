@@ -341,7 +341,7 @@ func (a *Agent) sendHello(ctx context.Context, client mqtt.Client, session uint6
 }
 
 // handle acts on a message from the fleet. Desired state is checked and
-// logged until the update engine (agent/update) takes it over.
+// handed to Config.OnDesired, where the update engine takes it over.
 func (a *Agent) handle(ctx context.Context, client mqtt.Client, session uint64, m mqtt.Message) {
 	_, kind, err := proto.ParseTopic(m.Topic())
 	if err != nil {
@@ -356,6 +356,9 @@ func (a *Agent) handle(ctx context.Context, client mqtt.Client, session uint64, 
 			return
 		}
 		a.log.Info("desired deployment received", "generation", d.GetGeneration(), "models", len(d.GetModels()))
+		if a.cfg.OnDesired != nil {
+			a.cfg.OnDesired(ctx, d)
+		}
 	case proto.KindCommand:
 		c, err := proto.DecodeCommand(a.id, m.Payload())
 		if err != nil {
