@@ -231,7 +231,7 @@ func (s *Server) Ready() error {
 	serving := s.serving
 	s.mu.Unlock()
 	if !serving {
-		return errors.New("server not running")
+		return ErrNotRunning
 	}
 	return s.broker.Ready()
 }
@@ -244,7 +244,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.ran || s.closed {
 		s.mu.Unlock()
-		return errors.New("fleetd: Run called twice or after Close")
+		return ErrRunOnce
 	}
 	s.ran = true
 	s.mu.Unlock()

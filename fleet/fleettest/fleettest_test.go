@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -364,4 +365,34 @@ func TestDeployMosquittoConfig(t *testing.T) {
 	d := connectDevice(t, m.URL, "gw-deploy", 1)
 	d.hello(t, nil)
 	f.WaitDevice(t, "gw-deploy", wait, online)
+}
+
+// An open console event stream must not hold up shutdown: the server
+// cancels long-lived requests before waiting for HTTP to drain.
+func TestShutdownEndsEventStreams(t *testing.T) {
+	var logs syncBuffer
+	f := fleettest.Start(t, fleettest.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	resp, err := http.Get(f.HTTPURL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 64)
+	if _, err := resp.Body.Read(first); err != nil {
+		t.Fatalf("no first event: %v", err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+	f.Stop()
+	select {
+	case <-ended:
+	case <-time.After(wait):
+		t.Fatal("event stream still open after shutdown")
+	}
+	if strings.Contains(logs.String(), "http shutdown incomplete") {
+		t.Fatalf("shutdown had to force-close connections:\n%s", logs.String())
+	}
 }
