@@ -12,7 +12,7 @@ func TestBuiltin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"coral-dev-board", "generic-amd64", "generic-arm64", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "x86-ipc-avx2"}
+	want := []string{"coral-dev-board", "generic-amd64", "generic-arm", "generic-arm64", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "x86-ipc-avx2"}
 	var got []string
 	for _, p := range ps {
 		got = append(got, p.Name)

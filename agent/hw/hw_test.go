@@ -160,3 +160,18 @@ func FuzzProbeFS(f *testing.F) {
 		}, "arm64")
 	})
 }
+
+func TestEveryAgentArchHasAProfile(t *testing.T) {
+	// The architectures the agent is built for (see the dependency test in
+	// cmd/edgefleet-agent): each must get at least its generic profile.
+	ps, err := profiles.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, arch := range []string{"amd64", "arm64", "arm"} {
+		p, err := Match(Facts{Arch: arch}, ps)
+		if err != nil || p.Name != "generic-"+arch {
+			t.Errorf("%s: %v, %v", arch, p, err)
+		}
+	}
+}
