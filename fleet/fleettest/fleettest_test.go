@@ -286,20 +286,37 @@ func TestSecondServerOnSameDataDirFailsFast(t *testing.T) {
 }
 
 func TestShutdownLeaksNoGoroutines(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { checkNoLeaks(t, "") })
+	t.Run("mosquitto", func(t *testing.T) {
+		m := fleettest.StartMosquitto(t) // its process-wait goroutine is counted in "before"
+		checkNoLeaks(t, m.URL)
+	})
+}
+
+func checkNoLeaks(t *testing.T, brokerURL string) {
+	opts := []fleettest.Option{fleettest.WithLogger(slog.New(slog.DiscardHandler))}
+	if brokerURL != "" {
+		opts = append(opts, fleettest.WithMQTTURL(brokerURL))
+	}
 	// Warm up lazily started runtime and net goroutines first.
 	func() {
-		f := fleettest.Start(t, fleettest.WithLogger(slog.New(slog.DiscardHandler)))
+		f := fleettest.Start(t, opts...)
 		f.Stop()
 	}()
 	before := runtime.NumGoroutine()
-	f := fleettest.Start(t, fleettest.WithLogger(slog.New(slog.DiscardHandler)))
+	f := fleettest.Start(t, opts...)
 	for i := range 5 {
-		d := connectDevice(t, f.MQTTURL, fmt.Sprintf("gw-%d", i), 1)
+		id := fmt.Sprintf("gw-%d", i)
+		d := connectDevice(t, f.MQTTURL, id, 1)
 		d.hello(t, nil)
+		f.WaitDevice(t, id, wait, online) // through an external broker, applied after the PUBACK
 		d.client.Disconnect(50)
 	}
 	var list api.DeviceList
 	f.GetJSON(t, "/api/v1/devices", &list)
+	if len(list.Devices) != 5 {
+		t.Fatalf("%d devices listed, want 5", len(list.Devices))
+	}
 	http1Idle()
 	f.Stop()
 
