@@ -78,7 +78,9 @@ const maxModelFile = 64 << 10
 
 // BackendConfig configures a simulated backend.
 type BackendConfig struct {
-	// Name it reports; default "sim".
+	// Name it reports; default "sim". The simulator names its backends
+	// after the real ones ("tflite", "onnxruntime") so simulated devices
+	// report what their profiles offer.
 	Name string
 	// Formats it claims to run; default tflite and onnx, so the agent picks
 	// it for any model.

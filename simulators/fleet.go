@@ -13,6 +13,7 @@ import (
 	profiles "github.com/edgefleet/edgefleet/firmware-profiles"
 
 	"github.com/edgefleet/edgefleet/agent"
+	"github.com/edgefleet/edgefleet/agent/hw"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/state"
 	"github.com/edgefleet/edgefleet/agent/telemetry"
@@ -64,8 +65,12 @@ const MaxDevices = 100_000
 
 // Fleet is a set of simulated devices.
 type Fleet struct {
-	cfg      Config
-	backend  *Backend
+	cfg Config
+	// backends impersonate the real ones by name, so a simulated device
+	// reports the backends its profile offers and the fleet's
+	// compatibility rules treat it like a real one; their version says
+	// they are simulated.
+	backends map[string]*Backend
 	profiles []*profiles.Profile
 	models   []agent.ModelSpec // shared by every device; bytes immutable
 	input    []runtime.Tensor  // shared, read-only
@@ -109,15 +114,19 @@ func New(cfg Config) (*Fleet, error) {
 	if len(cfg.Models) == 0 {
 		cfg.Models = []Model{{Name: "demo-kws", Version: "1.0.0"}}
 	}
-	b, err := NewBackend(BackendConfig{Behaviors: cfg.Behaviors, Seed: cfg.Seed})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	backends := map[string]*Backend{}
+	for name, format := range map[string]string{"tflite": "tflite", "onnxruntime": "onnx"} {
+		b, err := NewBackend(BackendConfig{Name: name, Formats: []string{format}, Behaviors: cfg.Behaviors, Seed: cfg.Seed})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		backends[name] = b
 	}
 	ps, err := profiles.Builtin()
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{cfg: cfg, backend: b, profiles: ps, input: Input()}
+	f := &Fleet{cfg: cfg, backends: backends, profiles: ps, input: Input()}
 	for _, m := range cfg.Models {
 		f.models = append(f.models, agent.ModelSpec{
 			Name: m.Name, Version: m.Version, Format: "tflite",
@@ -125,6 +134,23 @@ func New(cfg Config) (*Fleet, error) {
 		})
 	}
 	return f, nil
+}
+
+// backendsFor returns the simulated backends the device's profile offers,
+// in its order of preference.
+func (f *Fleet) backendsFor(facts *hw.Facts) []runtime.Backend {
+	var out []runtime.Backend
+	if p, err := hw.Match(*facts, f.profiles); err == nil {
+		for _, name := range p.BackendNames() {
+			if b, ok := f.backends[name]; ok {
+				out = append(out, b)
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, f.backends["tflite"])
+	}
+	return out
 }
 
 // DeviceID returns the id of device i.
@@ -191,7 +217,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 			AgentVersion:      "sim",
 			Profiles:          f.profiles,
 			Facts:             facts,
-			Backends:          []runtime.Backend{f.backend},
+			Backends:          f.backendsFor(facts),
 			Models:            f.models,
 			MaxSessions:       1,
 			Sampler:           simSampler{facts.MemoryBytes},

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,8 +226,19 @@ func TestFleet(t *testing.T) {
 	profilesSeen := map[string]bool{}
 	for id, hello := range h.hellos {
 		profilesSeen[hello.GetFirmwareProfile()] = true
-		if hello.GetLabels()["simulated"] != "true" || len(hello.GetModels()) != 1 {
+		if hello.GetLabels()["simulated"] != "true" || len(hello.GetModels()) != 1 || hello.GetModels()[0].GetBackend() != "tflite" {
 			t.Errorf("%s hello %v", id, hello)
+		}
+		// The backends are the profile's, by name, in its order.
+		want := map[string]string{"raspberry-pi-4": "tflite,onnxruntime", "raspberry-pi-5": "tflite,onnxruntime",
+			"jetson-orin-nano": "onnxruntime,tflite", "x86-ipc-avx2": "onnxruntime,tflite", "coral-dev-board": "tflite",
+			"generic-amd64": "tflite,onnxruntime", "generic-arm64": "tflite,onnxruntime"}[hello.GetFirmwareProfile()]
+		var got []string
+		for _, b := range hello.GetBackends() {
+			got = append(got, b.GetName())
+		}
+		if strings.Join(got, ",") != want {
+			t.Errorf("%s (%s) backends %v, want %s", id, hello.GetFirmwareProfile(), got, want)
 		}
 	}
 	h.mu.Unlock()
