@@ -199,16 +199,27 @@ func (inv *Inventory) Handle(ctx context.Context, clientID, topic string, payloa
 
 // ApplyHello upserts the device from its hello: first seen is kept,
 // everything else is replaced, and the device is online in the hello's
-// session.
+// session. A hello whose session is below the known one means the device
+// lost its state; its telemetry seq is then expected to start over.
 func (inv *Inventory) ApplyHello(ctx context.Context, h *proto.Hello) error {
 	now := inv.now().UTC()
+	reset := false
 	_, err := inv.st.UpdateDevice(ctx, h.GetDeviceId(), func(d *store.Device, found bool) (store.Change, error) {
+		reset = false
 		if !found || d.FirstSeen.IsZero() {
 			d.FirstSeen = now
 		}
+		// The session counter and the telemetry seq live in the same
+		// device state. A session below the one known means that state
+		// was lost (reflashed, reinstalled): start counting windows again,
+		// or every window until the old seq would be taken for a resend.
+		if found && h.GetSession() < d.Session {
+			reset = true
+			d.LastSeq = 0
+		}
 		d.LastSeen = now
 		d.Online = true
-		d.Session = max(d.Session, h.GetSession())
+		d.Session = h.GetSession()
 		d.AgentVersion = h.GetAgentVersion()
 		d.ProtocolVersion = h.GetProtocolVersion()
 		d.Profile = h.GetFirmwareProfile()
@@ -216,32 +227,44 @@ func (inv *Inventory) ApplyHello(ctx context.Context, h *proto.Hello) error {
 		d.Backends = backendsOf(h.GetBackends())
 		d.Models = modelsOf(h.GetModels())
 		d.Labels = maps.Clone(h.GetLabels())
-		d.WindowsDropped = max(d.WindowsDropped, h.GetTelemetryWindowsDropped())
+		d.WindowsDropped = h.GetTelemetryWindowsDropped()
 		return store.Change{Save: true}, nil
 	})
-	if err == nil {
-		inv.notify()
+	if err != nil {
+		return err
 	}
-	return err
+	if reset {
+		inv.log.Warn("device state was reset (session went back); telemetry seq restarts", "device", h.GetDeviceId(), "session", h.GetSession())
+	}
+	inv.notify()
+	return nil
 }
 
-// ApplyStatus applies a presence change. ONLINE marks the device online. An
-// OFFLINE (usually the broker sending the device's last will) counts only
+// ApplyStatus applies a presence change. ONLINE marks the device online in
+// its session (a lower session than known means its state was reset, as
+// in ApplyHello). An OFFLINE (usually the broker sending the device's last will) counts only
 // if its session is at least the device's current one: the will of an old
 // connection can arrive after the device is back on a newer one.
 func (inv *Inventory) ApplyStatus(ctx context.Context, s *proto.Status) error {
 	now := inv.now().UTC()
-	stale := false
+	stale, reset := false, false
 	_, err := inv.st.UpdateDevice(ctx, s.GetDeviceId(), func(d *store.Device, found bool) (store.Change, error) {
-		stale = false
+		stale, reset = false, false
 		if !found {
 			d.FirstSeen = now
 		}
 		switch s.GetState() {
 		case proto.Status_STATE_ONLINE:
+			// The device's own word on its current session, even a lower
+			// one (its state was reset); only the broker-sent will can be
+			// stale.
+			if found && s.GetSession() < d.Session {
+				reset = true
+				d.LastSeq = 0
+			}
 			d.Online = true
 			d.LastSeen = now
-			d.Session = max(d.Session, s.GetSession())
+			d.Session = s.GetSession()
 		case proto.Status_STATE_OFFLINE:
 			if s.GetSession() < d.Session {
 				stale = true
@@ -258,6 +281,9 @@ func (inv *Inventory) ApplyStatus(ctx context.Context, s *proto.Status) error {
 	if stale {
 		inv.log.Debug("ignored stale offline status", "device", s.GetDeviceId(), "session", s.GetSession())
 		return nil
+	}
+	if reset {
+		inv.log.Warn("device state was reset (session went back); telemetry seq restarts", "device", s.GetDeviceId(), "session", s.GetSession())
 	}
 	inv.notify()
 	return nil

@@ -320,3 +320,27 @@ func TestMarkAllOffline(t *testing.T) {
 		t.Fatal("still online")
 	}
 }
+
+func TestDeviceStateResetRestartsSeq(t *testing.T) {
+	inv, _, logs := newInventory(t)
+	publish(t, inv, "gw-1", proto.KindHello, hello("gw-1", 57, nil, ""))
+	for seq := uint64(1); seq <= 5; seq++ {
+		publish(t, inv, "gw-1", proto.KindTelemetry, window("gw-1", seq))
+	}
+	// Reflashed: session and seq start from scratch.
+	publish(t, inv, "gw-1", proto.KindStatus, status("gw-1", proto.Status_STATE_ONLINE, 1))
+	publish(t, inv, "gw-1", proto.KindHello, hello("gw-1", 1, nil, ""))
+	publish(t, inv, "gw-1", proto.KindTelemetry, window("gw-1", 1))
+	d := device(t, inv, "gw-1")
+	if d.Session != 1 || d.LastSeq != 1 || inv.Duplicates() != 0 {
+		t.Fatalf("after reset: session %d, last seq %d, duplicates %d; want 1, 1, 0", d.Session, d.LastSeq, inv.Duplicates())
+	}
+	if !strings.Contains(logs.String(), "device state was reset") {
+		t.Error("reset not logged")
+	}
+	// Its will now counts.
+	publish(t, inv, "gw-1", proto.KindStatus, status("gw-1", proto.Status_STATE_OFFLINE, 1))
+	if device(t, inv, "gw-1").Online {
+		t.Fatal("will of the reset device ignored")
+	}
+}
