@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -211,10 +212,7 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 
 // serve does what a device does on every connect, then delivers telemetry
 // until the connection breaks or ctx is done.
-func (a *Agent) serve(ctx context.Context, client mqtt.Client, session uint64, lost <-chan error, inbox chan mqtt.Message, log interface {
-	Info(string, ...any)
-	Warn(string, ...any)
-}) error {
+func (a *Agent) serve(ctx context.Context, client mqtt.Client, session uint64, lost <-chan error, inbox chan mqtt.Message, log *slog.Logger) error {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		// paho's router must never block: a full inbox drops the message
 		// (desired state is retained and comes back on reconnect;
