@@ -93,9 +93,7 @@ func TestInlinePublishReachesDevice(t *testing.T) {
 }
 
 func TestOversizedPacketIsRefused(t *testing.T) {
-	limits := broker.DefaultLimits()
-	limits.MaxPacketBytes = 4 << 10
-	b, inv := newEmbedded(t, limits)
+	b, inv := newEmbedded(t, broker.Limits{MaxPacketBytes: 4 << 10}) // the other limits stay at their defaults
 	lost := make(chan error, 1)
 	c := connect(t, b.URL(), "gw-big", func(o *paho.ClientOptions) {
 		o.SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })

@@ -67,7 +67,7 @@ type Limits struct {
 	// PublishRate and PublishBurst pace each connection's publishes
 	// (messages per second, and how many may come at once): a publish
 	// beyond them waits, so a flooding client is slowed down rather than
-	// let through or dropped.
+	// let through or dropped. A negative rate turns pacing off.
 	PublishRate  float64
 	PublishBurst int
 	// ReadBufferBytes and WriteBufferBytes size each connection's buffers;
@@ -94,6 +94,46 @@ func DefaultLimits() Limits {
 	}
 }
 
+// withDefaults fills every zero field from DefaultLimits, so a caller can
+// change one limit without unbounding the others.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxPacketBytes == 0 {
+		l.MaxPacketBytes = d.MaxPacketBytes
+	}
+	if l.MaxClients == 0 {
+		l.MaxClients = d.MaxClients
+	}
+	if l.MaxInflight == 0 {
+		l.MaxInflight = d.MaxInflight
+	}
+	if l.ReceiveMaximum == 0 {
+		l.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if l.MaxWritesPending == 0 {
+		l.MaxWritesPending = d.MaxWritesPending
+	}
+	if l.MaxSessionExpiry == 0 {
+		l.MaxSessionExpiry = d.MaxSessionExpiry
+	}
+	if l.MaxMessageExpiry == 0 {
+		l.MaxMessageExpiry = d.MaxMessageExpiry
+	}
+	if l.PublishRate == 0 {
+		l.PublishRate = d.PublishRate
+	}
+	if l.PublishBurst == 0 {
+		l.PublishBurst = d.PublishBurst
+	}
+	if l.ReadBufferBytes == 0 {
+		l.ReadBufferBytes = d.ReadBufferBytes
+	}
+	if l.WriteBufferBytes == 0 {
+		l.WriteBufferBytes = d.WriteBufferBytes
+	}
+	return l
+}
+
 // EmbeddedOptions configure an embedded broker.
 type EmbeddedOptions struct {
 	// Addr is the TCP address to listen on; DefaultAddr when empty.
@@ -101,7 +141,7 @@ type EmbeddedOptions struct {
 	Addr string
 	// Handler receives device messages. Required.
 	Handler Handler
-	// Limits; DefaultLimits() when zero.
+	// Limits; each zero field takes its value from DefaultLimits().
 	Limits Limits
 	// HandleTimeout bounds the handling of one device message, so a stuck
 	// store cannot hold a device's connection forever. Default 10 s.
@@ -132,9 +172,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if opts.Addr == "" {
 		opts.Addr = DefaultAddr
 	}
-	if opts.Limits == (Limits{}) {
-		opts.Limits = DefaultLimits()
-	}
+	opts.Limits = opts.Limits.withDefaults()
 	if opts.HandleTimeout <= 0 {
 		opts.HandleTimeout = 10 * time.Second
 	}
