@@ -103,6 +103,9 @@ func NewExternal(opts ExternalOptions) (*External, error) {
 	if u.Hostname() == "" || u.Port() == "" {
 		return nil, fmt.Errorf("%w %q: want host and port, like tcp://127.0.0.1:1883", ErrBadURL, opts.URL)
 	}
+	// Only a stable id can resume its session; a made-up one gets a clean
+	// session, so it leaves no orphan queue behind in the broker.
+	persistent := opts.ClientID != ""
 	if opts.ClientID == "" {
 		b := make([]byte, 6)
 		rand.Read(b)
@@ -136,7 +139,7 @@ func NewExternal(opts ExternalOptions) (*External, error) {
 		// reconnecting after the broker restarted from its persistence file)
 		// the broker queues device messages for its subscriptions instead of
 		// dropping them, bounded by the broker's max_queued_messages.
-		SetCleanSession(false).
+		SetCleanSession(!persistent).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		// Retry quickly: devices reconnecting to a restarted broker
