@@ -282,6 +282,10 @@ func (k *binaryOp) eval(bufs [][]byte) error {
 }
 
 func binaryQ[T int8 | uint8](k *binaryOp, a, b, o []T) {
+	if k.bc.same && (k.code == opAdd || k.code == opSub) {
+		addSame(k, a, b, o)
+		return
+	}
 	k.bc.each(func(ia, ib, io, n, da, db int) {
 		out := o[io : io+n]
 		for i := range out {
@@ -308,6 +312,28 @@ func binaryQ[T int8 | uint8](k *binaryOp, a, b, o []T) {
 			out[i] = T(min(max(v, k.lo), k.hi))
 		}
 	})
+}
+
+// addSame is ADD/SUB of equal shapes (residual connections), without the
+// broadcast walk and with the arithmetic chosen once.
+func addSame[T int8 | uint8](k *binaryOp, a, b, o []T) {
+	b, o = b[:len(a)], o[:len(a)]
+	if k.xnn {
+		for i, x := range a {
+			v := (k.xbias+int32(x)*k.xma+int32(b[i])*k.xmb)>>k.xshift + k.zo
+			o[i] = T(min(max(v, k.lo), k.hi))
+		}
+		return
+	}
+	for i, x := range a {
+		sx := k.ra.apply((int32(x) - k.za) << 20)
+		sy := k.rb.apply((int32(b[i]) - k.zb) << 20)
+		if k.code == opSub {
+			sy = -sy
+		}
+		v := k.ro.apply(sx+sy) + k.zo
+		o[i] = T(min(max(v, k.lo), k.hi))
+	}
 }
 
 func binaryF(k *binaryOp, a, b, o []float32) {

@@ -387,11 +387,6 @@ type dwQ struct {
 	w      []int32 // [kh*kw][oc], filter minus zero point
 	accBuf int
 	u8     bool
-	// tapOffs is each filter tap's element offset from the receptive
-	// field's top-left input element (tapOffs32 the same as int32 for the
-	// vector kernel).
-	tapOffs   []int
-	tapOffs32 []int32
 }
 
 type dwF struct {
@@ -419,19 +414,38 @@ func prepareDepthwise(c *prepCtx) (kernel, error) {
 		k.accBuf = c.addScratch(g.oc * 4)
 		return k, nil
 	}
+	if mult > 1 {
+		// A depth multiplier makes this a grouped convolution with one
+		// input channel per group, which the GEMM path runs well (the
+		// first layer of person_detect: 1 channel to 8).
+		return depthwiseAsGrouped(c, p, mult), nil
+	}
 	k := &dwQ{convParams: *p, mult: mult, w: make([]int32, n), u8: p.in.dtype == runtime.Uint8}
 	for i := range n {
 		k.w[i] = filterValue(p.filter, i, p.wzp[i%g.oc])
 	}
 	k.accBuf = c.addScratch(g.oc * 4)
-	for ky := range g.kh {
-		for kx := range g.kw {
-			off := (ky*g.dh*g.iw + kx*g.dw) * g.ic
-			k.tapOffs = append(k.tapOffs, off)
-			k.tapOffs32 = append(k.tapOffs32, int32(off))
+	return k, nil
+}
+
+// depthwiseAsGrouped builds the convQ equivalent of a quantized
+// depthwise convolution: groups = input channels, one input channel and
+// mult output channels each, the filter [1][kh][kw][oc] transposed to
+// [oc][kh][kw][1].
+func depthwiseAsGrouped(c *prepCtx, p *convParams, mult int) *convQ {
+	g := &p.g
+	k := g.kh * g.kw
+	kp := alignK(k)
+	kc := &convQ{convParams: *p, groups: g.ic, icg: 1, ocg: mult, k: k, kp: kp, u8: p.in.dtype == runtime.Uint8}
+	kc.w = make([]int16, g.oc*kp)
+	for oc := range g.oc {
+		for t := range k {
+			kc.w[oc*kp+t] = int16(filterValue(p.filter, t*g.oc+oc, p.wzp[oc]))
 		}
 	}
-	return k, nil
+	kc.packBuf = c.addScratch(pixelBlock * kp * 2)
+	kc.accBuf = c.addScratch(pixelBlock * mult * 4)
+	return kc
 }
 
 func (k *dwQ) eval(bufs [][]byte) error {
@@ -448,12 +462,8 @@ func dwQRun[T int8 | uint8](k *dwQ, in, out []T, acc []int32) {
 	izp := k.izp
 	for b := range g.n {
 		for oy := range g.oh {
-			iy0 := oy*g.sh - g.ph
-			rowInside := iy0 >= 0 && iy0+(g.kh-1)*g.dh < g.ih
 			for ox := range g.ow {
-				ix0 := ox*g.sw - g.pw
-				if rowInside && ix0 >= 0 && ix0+(g.kw-1)*g.dw < g.iw &&
-					dwPixelAsm(k, acc, in[((b*g.ih+iy0)*g.iw+ix0)*g.ic:]) {
+				if dwPixelAsm(k, acc, in[b*g.ih*g.iw*g.ic:(b+1)*g.ih*g.iw*g.ic], oy, ox) {
 					requantRow(&k.st, acc, k.biasI32, 0, out[((b*g.oh+oy)*g.ow+ox)*g.oc:][:g.oc])
 					continue
 				}
