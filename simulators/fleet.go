@@ -48,8 +48,9 @@ type Config struct {
 	Models []Model
 	// Behaviors by "name@version" override the models' behaviors.
 	Behaviors map[string]Behavior
-	// QueueLimits of each agent; default a tenth of the real agent's, as
-	// simulated devices keep their queue in memory.
+	// QueueLimits of each agent; default 30 windows or 32 KiB, since
+	// simulated devices keep their queue in memory: a long broker outage
+	// then costs at most 320 MiB across 10,000 devices.
 	QueueLimits telemetry.Limits
 	// ReconnectMin and ReconnectMax of each agent; defaults 500 ms, 10 s.
 	ReconnectMin, ReconnectMax time.Duration
@@ -100,7 +101,7 @@ func New(cfg Config) (*Fleet, error) {
 		cfg.TelemetryInterval = 5 * time.Second
 	}
 	if cfg.QueueLimits == (telemetry.Limits{}) {
-		cfg.QueueLimits = telemetry.Limits{MaxWindows: 100, MaxBytes: 256 << 10}
+		cfg.QueueLimits = telemetry.Limits{MaxWindows: 30, MaxBytes: 32 << 10}
 	}
 	if cfg.ReconnectMin == 0 {
 		cfg.ReconnectMin = 500 * time.Millisecond
