@@ -41,12 +41,16 @@ func OutSize(in, k, stride, dilation int, same bool) (out, pad int) {
 // ActivationRange is TFLite's CalculateActivationRangeQuantized for int8:
 // the bounds quantized in float32 with rounding half away from zero.
 func ActivationRange(lo, hi float32, q Params) (int32, int32) {
+	// Clamped in float64 first, so a huge bound cannot overflow int32.
+	bound := func(x float32) int32 {
+		return int32(min(max(math.Round(float64(x/q.Scale))+float64(q.ZeroPoint), -128), 127))
+	}
 	qmin, qmax := int32(-128), int32(127)
 	if !math.IsInf(float64(lo), -1) {
-		qmin = max(qmin, q.ZeroPoint+int32(math.Round(float64(lo/q.Scale))))
+		qmin = bound(lo)
 	}
 	if !math.IsInf(float64(hi), 1) {
-		qmax = min(qmax, q.ZeroPoint+int32(math.Round(float64(hi/q.Scale))))
+		qmax = bound(hi)
 	}
 	return qmin, qmax
 }
