@@ -72,6 +72,7 @@ func graphIO(model []byte) (inputs, outputs []ioDesc, err error) {
 	if graph == nil {
 		return nil, nil, fmt.Errorf("%w: no graph", errNoGraphIO)
 	}
+
 	initializers := map[string]bool{}
 	var ins []ioDesc
 	err = fields(graph, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {

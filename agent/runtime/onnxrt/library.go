@@ -45,7 +45,9 @@ func load(path string) (version string, err error) {
 		return version, err
 	}
 	ort.SetSharedLibraryPath(path)
-	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+	// Fatal only: ONNX Runtime's errors come back to the caller with the
+	// run's error, and its own logging would go, coloured, to stderr.
+	if err := ort.InitializeEnvironment(ort.WithLogLevelFatal()); err != nil {
 		return version, fmt.Errorf("initialising ONNX Runtime %s from %s: %w", version, path, err)
 	}
 	env.path, env.version = path, version

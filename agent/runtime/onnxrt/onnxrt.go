@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -158,7 +159,7 @@ func (b *Backend) Open(ctx context.Context, model []byte, opts runtime.Options) 
 	// They come from the model's protobuf; when it declares them in a way
 	// graphIO does not take, a throwaway ONNX Runtime session reads them,
 	// at the cost of loading the model twice.
-	m := &Model{}
+	m := &Model{log: log}
 	var err error
 	m.inputs, m.outputs, err = declaredIO(model)
 	if err != nil {
@@ -177,6 +178,7 @@ func (b *Backend) Open(ctx context.Context, model []byte, opts runtime.Options) 
 	if len(m.outputs) == 0 {
 		return nil, fmt.Errorf("%w: ONNX model has no outputs", runtime.ErrBadModel)
 	}
+	m.shapes = make([]atomic.Int32, len(m.outputs))
 
 	so, err := b.sessionOptions(threads)
 	if err != nil {
@@ -319,6 +321,12 @@ var fromORT = func() map[ort.TensorElementDataType]runtime.DType {
 // Model is an ONNX model opened in ONNX Runtime.
 type Model struct {
 	inputs, outputs []runtime.TensorInfo
+	// shapes says, per output, whether its declared static shape has been
+	// seen to be the real one. Models can declare an output shape that
+	// ONNX Runtime's own inference contradicts; writing in place into a
+	// buffer of the declared shape would then fail every run.
+	shapes []atomic.Int32
+	log    *slog.Logger
 	// mu is held for reading by every run, so Close waits for runs in
 	// flight before it frees the session under them.
 	mu     sync.RWMutex
@@ -326,11 +334,29 @@ type Model struct {
 	sess   *ort.DynamicAdvancedSession
 }
 
+// States of Model.shapes.
+const (
+	shapeUnchecked int32 = iota // let ONNX Runtime allocate and compare
+	shapeConfirmed              // write in place
+	shapeDynamic                // the declaration was wrong: always allocate
+)
+
 // Inputs describes the graph inputs; symbolic dimensions are -1.
 func (m *Model) Inputs() []runtime.TensorInfo { return cloneInfos(m.inputs) }
 
-// Outputs describes the graph outputs; symbolic dimensions are -1.
-func (m *Model) Outputs() []runtime.TensorInfo { return cloneInfos(m.outputs) }
+// Outputs describes the graph outputs; symbolic dimensions are -1, and so
+// are the dimensions of an output whose declared shape runs contradicted.
+func (m *Model) Outputs() []runtime.TensorInfo {
+	out := cloneInfos(m.outputs)
+	for i := range out {
+		if m.shapes[i].Load() == shapeDynamic {
+			for j := range out[i].Shape {
+				out[i].Shape[j] = -1
+			}
+		}
+	}
+	return out
+}
 
 func cloneInfos(ts []runtime.TensorInfo) []runtime.TensorInfo {
 	out := slices.Clone(ts)
@@ -474,7 +500,7 @@ func (s *Session) Run(ctx context.Context, inputs, outputs []runtime.Tensor) err
 				sl.set(v, false, info.DType, nil, nil)
 			}
 			s.out[i] = sl.v
-		case n > 0:
+		case n > 0 && m.shapes[i].Load() == shapeConfirmed:
 			setOutput(&outputs[i], info.DType, info.Shape, n)
 			if !sl.fits(info.DType, outputs[i].Data, info.Shape) {
 				typ, ok := toORT[info.DType]
@@ -512,6 +538,14 @@ func (s *Session) Run(ctx context.Context, inputs, outputs []runtime.Tensor) err
 	for i, info := range m.outputs {
 		if err := readOutput(s.out[i], &outputs[i]); err != nil {
 			return fmt.Errorf("onnxruntime: output %d (%s): %w", i, info.Name, err)
+		}
+		if len(info.Shape) > 0 && runtime.ByteSize(info.DType, info.Shape) > 0 && m.shapes[i].Load() == shapeUnchecked {
+			if slices.Equal(outputs[i].Shape, info.Shape) {
+				m.shapes[i].CompareAndSwap(shapeUnchecked, shapeConfirmed)
+			} else if m.shapes[i].CompareAndSwap(shapeUnchecked, shapeDynamic) {
+				m.log.Warn("onnxruntime: model output shape differs from its declaration; allocating it per run",
+					"output", info.Name, "declared", info.Shape, "actual", outputs[i].Shape)
+			}
 		}
 	}
 	return nil

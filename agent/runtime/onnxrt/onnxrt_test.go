@@ -509,3 +509,36 @@ func TestLoopModel(t *testing.T) {
 		}
 	}
 }
+
+// A model may declare an output shape its graph does not produce (here Relu
+// of [2 3] declared [3 2]); ONNX Runtime itself then reports the output as
+// unknown. Runs must still give the real shape, and Outputs stop claiming
+// the declared one.
+func TestWrongDeclaredOutputShape(t *testing.T) {
+	b := newBackend(t, nil)
+	str := func(num protowire.Number, s string) []byte { return bytesField(num, []byte(s)) }
+	relu := msg(str(1, "x"), str(2, "y"), str(4, "Relu"))
+	g := msg(bytesField(1, relu), str(2, "g"), bytesField(fGraphInput, tensorValue("x", 1, 2, 3)), bytesField(fGraphOutput, tensorValue("y", 1, 3, 2)))
+	data := msg(varintField(1, 8), bytesField(8, msg(str(1, ""), varintField(2, 17))), bytesField(fModelGraph, g))
+	m, err := b.Open(context.Background(), data, runtime.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, _ := m.NewSession()
+	defer s.Close()
+	in := []runtime.Tensor{{DType: runtime.Float32, Shape: []int{2, 3}, Data: make([]byte, 24)}}
+	binary.LittleEndian.PutUint32(in[0].Data[20:], math.Float32bits(7))
+	out := make([]runtime.Tensor, 1)
+	for i := range 3 {
+		if err := s.Run(context.Background(), in, out); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if !slices.Equal(out[0].Shape, []int{2, 3}) || math.Float32frombits(binary.LittleEndian.Uint32(out[0].Data[20:])) != 7 {
+			t.Fatalf("run %d: output %v %v", i, out[0].Shape, out[0].Data)
+		}
+	}
+	if got := m.Outputs()[0].Shape; !slices.Equal(got, []int{-1, -1}) {
+		t.Errorf("Outputs()[0].Shape = %v after runs, want [-1 -1]", got)
+	}
+}
