@@ -11,10 +11,13 @@
 // models/quant, the project's own integer reference, never from an engine.
 //
 // Everything is computed so that the bytes are the same on every machine:
-// our own PRNG, no transcendental functions, explicit conversions that keep
-// the compiler from fusing multiply-adds, and scales rounded to short
-// binary fractions so float32 and float64 derivations of TFLite's
-// multipliers agree.
+// our own PRNG, no transcendental functions in the weights, explicit
+// conversions that keep the compiler from fusing multiply-adds, and scales
+// rounded to short binary fractions so float32 and float64 derivations of
+// TFLite's multipliers agree. An expected output must also equal TFLite
+// Micro's all-integer softmax, so it cannot depend on a platform's exp.
+// (Checked: GOARCH=386, also with GO386=softfloat, regenerates the same
+// bytes.)
 package vibration
 
 import (
