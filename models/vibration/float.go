@@ -3,6 +3,7 @@ package vibration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 
 	"github.com/edgefleet/edgefleet/models"
@@ -328,4 +329,14 @@ func marshalMeta(m models.Meta) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// Input returns a window of a class (see Labels) as the int8 input tensor
+// every version takes, e.g. for a simulator's traffic. Different seeds give
+// different windows; the same seed always the same bytes.
+func Input(class int, seed uint64) ([]byte, error) {
+	if class < 0 || class >= Classes {
+		return nil, fmt.Errorf("vibration: class %d, want 0..%d (%v)", class, Classes-1, Labels)
+	}
+	return int8Bytes(quantizeFeatures(Sample(class, seed), quant.Params{Scale: inputScale, ZeroPoint: -128})), nil
 }

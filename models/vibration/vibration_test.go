@@ -129,3 +129,26 @@ func TestBadSpec(t *testing.T) {
 		t.Error("Reference accepted 3 features")
 	}
 }
+
+func TestInput(t *testing.T) {
+	m := build(t, Specs()[1])
+	for c := range Classes {
+		in, err := Input(c, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := m.Reference(bytesInt8(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Label(int8Bytes(out)); got != Labels[c] {
+			t.Errorf("a %s window is classified %s", Labels[c], got)
+		}
+	}
+	if in, _ := Input(SampleClass, sampleSeed); !bytes.Equal(in, m.SampleInput) {
+		t.Error("Input(SampleClass, sampleSeed) is not the shipped sample")
+	}
+	if _, err := Input(4, 1); err == nil {
+		t.Error("class 4 accepted")
+	}
+}
