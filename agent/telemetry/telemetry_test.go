@@ -35,14 +35,31 @@ func exact(sorted []float64, q float64) float64 {
 }
 
 func TestQuantileAccuracy(t *testing.T) {
-	r := rand.New(rand.NewPCG(1, 2))
-	dists := map[string]func() float64{
-		"lognormal 8ms": func() float64 { return math.Exp(math.Log(8) + 0.5*r.NormFloat64()) },
-		"uniform 1-3ms": func() float64 { return 1 + 2*r.Float64() },
-		"bimodal":       func() float64 { return []float64{0.3, 40}[r.IntN(2)] * (1 + 0.1*r.Float64()) },
-		"sub-bucket":    func() float64 { return 0.02 + 0.01*r.Float64() },
+	// Each distribution has its own seeded generator, so the samples are
+	// the same on every run.
+	dists := []struct {
+		name string
+		tol  float64 // relative error allowed
+		gen  func(r *rand.Rand) float64
+	}{
+		{"lognormal 8ms", 0.01, func(r *rand.Rand) float64 { return math.Exp(math.Log(8) + 0.5*r.NormFloat64()) }},
+		{"uniform 1-3ms", 0.01, func(r *rand.Rand) float64 { return 1 + 2*r.Float64() }},
+		// 30 % fast, 70 % slow: every checked quantile lies inside a mode
+		// (at a mode's edge the quantile itself is ill-defined). A mode
+		// narrower than a bucket defeats the in-bucket interpolation, so
+		// the error can approach the bucket's width (19 %).
+		{"bimodal", 0.10, func(r *rand.Rand) float64 {
+			if r.Float64() < 0.3 {
+				return 0.3 * (1 + 0.1*r.Float64())
+			}
+			return 40 * (1 + 0.1*r.Float64())
+		}},
+		{"sub-bucket", 0.01, func(r *rand.Rand) float64 { return 0.02 + 0.01*r.Float64() }},
 	}
-	for name, gen := range dists {
+	for i, d := range dists {
+		name := d.name
+		r := rand.New(rand.NewPCG(1, uint64(i)))
+		gen := func() float64 { return d.gen(r) }
 		var h telemetry.Histogram
 		xs := make([]float64, 20_000)
 		for i := range xs {
@@ -53,8 +70,8 @@ func TestQuantileAccuracy(t *testing.T) {
 		for _, q := range []float64{0.5, 0.95, 0.99} {
 			want := exact(xs, q)
 			got := h.Quantile(q)
-			if rel := math.Abs(got-want) / want; rel > 0.05 {
-				t.Errorf("%s p%v: histogram %.4f, exact %.4f (%.1f%% off)", name, q*100, got, want, rel*100)
+			if rel := math.Abs(got-want) / want; rel > d.tol {
+				t.Errorf("%s p%v: histogram %.4f, exact %.4f (%.2f%% off, allowed %.0f%%)", name, q*100, got, want, rel*100, d.tol*100)
 			}
 			// The server's computation from the wire form, without the
 			// exact min and max, stays within one bucket (19 %).
