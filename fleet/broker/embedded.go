@@ -154,6 +154,7 @@ type EmbeddedOptions struct {
 type Embedded struct {
 	srv    *mqtt.Server
 	hook   *ingestHook
+	conn   *connectHook
 	ln     *tcpListener
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -201,9 +202,10 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	hook := &ingestHook{ctx: ctx, handler: opts.Handler, timeout: opts.HandleTimeout, log: log,
 		rate: l.PublishRate, burst: l.PublishBurst, buckets: map[*mqtt.Client]*tokenBucket{}}
-	// Until issue 8 brings device credentials, every client may connect;
-	// the ingest hook still refuses publishes under another device's id.
-	if err := srv.AddHook(&allowHook{}, nil); err != nil {
+	// The ingest hook refuses publishes under another device's id; the
+	// connect hook refuses wills that would do the same.
+	conn := &connectHook{log: log}
+	if err := srv.AddHook(conn, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
@@ -222,7 +224,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		cancel()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	return &Embedded{srv: srv, hook: hook, ln: tl, log: log, cancel: cancel}, nil
+	return &Embedded{srv: srv, hook: hook, conn: conn, ln: tl, log: log, cancel: cancel}, nil
 }
 
 // Addr is the address the broker listens on, e.g. "127.0.0.1:41883".
@@ -289,6 +291,7 @@ func (e *Embedded) Stats() map[string]int64 {
 		"retained":          atomic.LoadInt64(&info.Retained),
 		"subscriptions":     atomic.LoadInt64(&info.Subscriptions),
 		"publishes_paced":   e.hook.throttled.Load(),
+		"connects_refused":  e.conn.refused.Load(),
 	}
 }
 
@@ -315,18 +318,37 @@ func (e *Embedded) Close() error {
 	return err
 }
 
-// allowHook lets every client connect and use every topic. Issue 8
-// replaces it with device authentication and per-device ACLs.
-type allowHook struct{ mqtt.HookBase }
+// connectHook admits clients. Until issue 8 brings device credentials and
+// per-device ACLs, every client may connect and use every topic, with one
+// exception: a last will under another device's topics is refused at
+// CONNECT, since mochi would publish (and retain) it on disconnect before
+// any hook could drop it.
+type connectHook struct {
+	mqtt.HookBase
+	log     *slog.Logger
+	refused atomic.Int64
+}
 
-func (h *allowHook) ID() string { return "edgefleet-allow-all" }
+func (h *connectHook) ID() string { return "edgefleet-connect" }
 
-func (h *allowHook) Provides(b byte) bool {
+func (h *connectHook) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
 }
 
-func (h *allowHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (h *allowHook) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+func (h *connectHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if !pk.Connect.WillFlag {
+		return true
+	}
+	id, _, err := proto.ParseTopic(pk.Connect.WillTopic)
+	if err != nil || id == cl.ID {
+		return true // not a device topic, or the client's own
+	}
+	h.refused.Add(1)
+	h.log.Warn("refused connection: its last will is on another device's topic", "client_id", cl.ID, "will_topic", pk.Connect.WillTopic)
+	return false
+}
+
+func (h *connectHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
 // ingestHook hands device publishes to the handler before mochi writes the
 // PUBACK (mochi's processPublish runs OnPublish first), so a device's QoS 1
@@ -424,6 +446,6 @@ func (h *ingestHook) handle(clientID, topic string, payload []byte) error {
 
 // Compile-time checks that the hooks are mochi hooks.
 var (
-	_ mqtt.Hook = (*allowHook)(nil)
+	_ mqtt.Hook = (*connectHook)(nil)
 	_ mqtt.Hook = (*ingestHook)(nil)
 )
