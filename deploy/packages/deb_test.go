@@ -10,12 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
-
-	"gopkg.in/yaml.v3"
 )
 
 // hostArch is the Debian architecture of this machine, or "" when no
@@ -99,8 +98,8 @@ func TestAgentDebContents(t *testing.T) {
 		t.Errorf("control Description = %q: want a synopsis line and a long description", d.Control["Description"])
 	}
 
-	if got := string(d.Meta["/conffiles"].Body); got != "/etc/edgefleet/agent.yaml\n" {
-		t.Errorf("conffiles = %q, want only /etc/edgefleet/agent.yaml (so upgrades keep local edits)", got)
+	if got := string(d.Meta["/conffiles"].Body); got != "/etc/edgefleet/agent.env\n" {
+		t.Errorf("conffiles = %q, want only /etc/edgefleet/agent.env (so upgrades keep local edits)", got)
 	}
 
 	// Every file the package installs, and nothing else.
@@ -111,7 +110,7 @@ func TestAgentDebContents(t *testing.T) {
 	}{
 		"/usr/bin/edgefleet-agent":                                  {0o755, "root", "root", ""},
 		"/usr/lib/systemd/system/edgefleet-agent.service":           {0o644, "root", "root", "deploy/systemd/edgefleet-agent.service"},
-		"/etc/edgefleet/agent.yaml":                                 {0o640, "root", "edgefleet", "deploy/config/agent.yaml"},
+		"/etc/edgefleet/agent.env":                                  {0o640, "root", "edgefleet", "deploy/config/agent.env"},
 		"/usr/share/doc/edgefleet-agent/examples/accelerators.conf": {0o644, "root", "root", "deploy/systemd/edgefleet-agent.service.d/accelerators.conf"},
 	}
 	for p, f := range d.Data {
@@ -140,6 +139,7 @@ func TestAgentDebContents(t *testing.T) {
 	}
 
 	checkStaticELF(t, d.Data["/usr/bin/edgefleet-agent"].Body)
+	checkAgentSettings(t, d.Data["/usr/bin/edgefleet-agent"].Body)
 
 	// md5sums is what `dpkg --verify` checks installed files against.
 	sums := map[string]string{}
@@ -177,6 +177,40 @@ func checkStaticELF(t *testing.T, b []byte) {
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
 			t.Errorf("binary has an ELF interpreter: not static (CGO_ENABLED=0 lost?)")
+		}
+	}
+}
+
+var envFlagRE = regexp.MustCompile(`\[(EDGEFLEET_[A-Z0-9_]+)`)
+
+// checkAgentSettings runs the packaged agent's `run -h` and fails if the
+// unit passes a flag, or agent.env names a variable (set or commented
+// out), that this agent does not know: a typo there is silently ignored
+// by the agent, or stops it starting.
+func checkAgentSettings(t *testing.T, bin []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "edgefleet-agent")
+	if err := os.WriteFile(path, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	help, _ := exec.Command(path, "run", "-h").CombinedOutput()
+	if !bytes.Contains(help, []byte("Usage")) {
+		t.Fatalf("edgefleet-agent run -h:\n%s", help)
+	}
+	known := map[string]bool{}
+	for _, m := range envFlagRE.FindAllSubmatch(help, -1) {
+		known[string(m[1])] = true
+	}
+	for _, line := range strings.Split(string(repoFile(t, "deploy/config/agent.env")), "\n") {
+		k, _, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "#"), "=")
+		if ok && strings.HasPrefix(k, "EDGEFLEET_") && !known[k] {
+			t.Errorf("agent.env names %s, which edgefleet-agent run does not read (it reads %v)", k, known)
+		}
+	}
+	unit := parseUnit(string(repoFile(t, "deploy/systemd/edgefleet-agent.service")))
+	for _, f := range strings.Fields(unit["ExecStart"][0])[2:] {
+		if strings.HasPrefix(f, "--") && !bytes.Contains(help, []byte("  -"+strings.TrimPrefix(f, "--")+" ")) {
+			t.Errorf("the unit passes %s, which edgefleet-agent run does not take", f)
 		}
 	}
 }
@@ -263,19 +297,20 @@ func TestUnits(t *testing.T) {
 				}
 			}
 			exec := strings.Join(unit["ExecStart"], " ")
-			for _, w := range []string{"/usr/bin/" + s.Name + " ", "--config " + s.Config, s.StateDir} {
+			dirFlag := map[string]string{"agent": "--state-dir ", "server": "--data-dir "}[s.key]
+			for _, w := range []string{"/usr/bin/" + s.Name + " ", dirFlag + s.StateDir} {
 				if !strings.Contains(exec, w) {
 					t.Errorf("ExecStart=%q lacks %q", exec, w)
 				}
 			}
-			// The default configuration and the sandbox agree on where state goes.
-			var cfg map[string]any
-			if err := yaml.Unmarshal(repoFile(t, s.ConfigSrc), &cfg); err != nil {
-				t.Fatalf("%s: %v", s.ConfigSrc, err)
-			}
-			dirKey := map[string]string{"agent": "state-dir", "server": "data-dir"}[s.key]
-			if cfg[dirKey] != s.StateDir {
-				t.Errorf("%s %s=%v, but the unit may write only %s", s.ConfigSrc, dirKey, cfg[dirKey], s.StateDir)
+			// The unit reads the packaged configuration: the server takes a
+			// YAML file, the agent its EDGEFLEET_* environment.
+			if strings.HasSuffix(s.Config, ".env") {
+				if !slices.Contains(unit["EnvironmentFile"], s.Config) {
+					t.Errorf("EnvironmentFile=%q, want %s", unit["EnvironmentFile"], s.Config)
+				}
+			} else if !strings.Contains(exec, "--config "+s.Config) {
+				t.Errorf("ExecStart=%q does not read %s", exec, s.Config)
 			}
 			// A watchdog without notification kills the service every
 			// period: WatchdogSec= needs Type=notify (and an agent that pings).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,7 +24,7 @@ const testSuffix = "~test"
 
 const (
 	agentPkg    = "edgefleet-agent"
-	agentConfig = "/etc/edgefleet/agent.yaml"
+	agentConfig = "/etc/edgefleet/agent.env"
 	agentState  = "/var/lib/edgefleet-agent"
 	agentUnit   = "/usr/lib/systemd/system/edgefleet-agent.service"
 	agentBinary = "/usr/bin/edgefleet-agent"
@@ -145,6 +147,8 @@ func TestAgentDebInstall(t *testing.T) {
 	}
 	verifyUnit(t)
 	checkNotRunning(t)
+	runAsService(t, uid, gid)
+	checkNotRunning(t)
 
 	// Local changes an upgrade must keep.
 	edited := append(readFile(t, agentConfig), []byte("# edited on this gateway\n")...)
@@ -156,6 +160,8 @@ func TestAgentDebInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	stateBefore := dirNames(t, agentState)
+
 	// Upgrade over itself.
 	mustDpkg(t, "-i", v2)
 	if st := dpkgStatus(t); st != "install ok installed 0.0.2"+testSuffix {
@@ -164,8 +170,8 @@ func TestAgentDebInstall(t *testing.T) {
 	if !bytes.Equal(readFile(t, agentConfig), edited) {
 		t.Errorf("upgrade lost the local edit of %s", agentConfig)
 	}
-	if string(readFile(t, deviceID)) != "gw-0042\n" {
-		t.Errorf("upgrade lost the agent state")
+	if string(readFile(t, deviceID)) != "gw-0042\n" || !slices.Equal(dirNames(t, agentState), stateBefore) {
+		t.Errorf("upgrade changed the agent state: %q, was %q", dirNames(t, agentState), stateBefore)
 	}
 	checkPath(t, agentConfig, 0o640, 0, gid)
 	checkPath(t, agentState, fs.ModeDir|0o750, uid, gid)
@@ -184,8 +190,8 @@ func TestAgentDebInstall(t *testing.T) {
 	if !bytes.Equal(readFile(t, agentConfig), edited) {
 		t.Errorf("remove changed %s", agentConfig)
 	}
-	if string(readFile(t, deviceID)) != "gw-0042\n" {
-		t.Errorf("remove deleted the agent state")
+	if string(readFile(t, deviceID)) != "gw-0042\n" || !slices.Equal(dirNames(t, agentState), stateBefore) {
+		t.Errorf("remove changed the agent state: %q, was %q", dirNames(t, agentState), stateBefore)
 	}
 
 	// Purge: everything of the package gone.
@@ -200,6 +206,110 @@ func TestAgentDebInstall(t *testing.T) {
 	for _, p := range gone {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("purge left %s", p)
+		}
+	}
+}
+
+// runAsService starts the installed agent as the unit would (the edgefleet
+// user, the packaged environment file, the unit's flags) but with its broker
+// on a closed loopback port, waits until it has opened its state, checks
+// that the state directory is writable for it, and stops it with SIGTERM,
+// as systemctl stop would. It cannot apply the unit's sandbox: no systemd
+// runs here.
+func runAsService(t *testing.T, uid, gid int) {
+	t.Helper()
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, line := range strings.Split(string(readFile(t, agentConfig)), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			env = append(env, line)
+		}
+	}
+	// Never the example host of the packaged file: loopback, closed port.
+	env = append(env, "EDGEFLEET_SERVER=tcp://127.0.0.1:1")
+	unit := parseUnit(string(readFile(t, agentUnit)))
+	argv := strings.Fields(unit["ExecStart"][0])
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", argv, err)
+	}
+	done := make(chan error, 1)
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // the test stopped reading; keep draining
+			}
+		}
+		close(lines)
+		done <- cmd.Wait()
+	}()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+
+	var log []string
+	timeout := time.After(30 * time.Second)
+wait:
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("agent exited before it started:\n%s", strings.Join(log, "\n"))
+			}
+			log = append(log, line)
+			if strings.Contains(line, "edgefleet-agent starting") {
+				break wait
+			}
+		case <-timeout:
+			t.Fatalf("agent did not report starting within 30s:\n%s", strings.Join(log, "\n"))
+		}
+	}
+	entries, err := os.ReadDir(agentState)
+	if err != nil || len(entries) == 0 {
+		t.Errorf("agent started but wrote nothing to %s: %v", agentState, err)
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || fi.Mode().Perm()&0o007 != 0 {
+			t.Errorf("state file %s: owner %d mode %v, want the edgefleet user and nothing for others", e.Name(), st.Uid, fi.Mode())
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				lines = nil // closed: wait for the exit status alone
+			}
+		case err := <-done:
+			stopped = true
+			if err != nil {
+				t.Errorf("agent did not exit cleanly on SIGTERM: %v", err)
+			}
+			return
+		case <-deadline:
+			t.Errorf("agent still running 30s after SIGTERM; killing it")
+			return
 		}
 	}
 }
@@ -266,6 +376,19 @@ func lookupGID(t *testing.T, name string) int {
 	}
 	gid, _ := strconv.Atoi(g.Gid)
 	return gid
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 func readFile(t *testing.T, path string) []byte {

@@ -41,8 +41,8 @@ var specs = []pkgSpec{
 		Arches:    []string{"amd64", "arm64", "armhf"},
 		User:      "edgefleet",
 		StateDir:  "/var/lib/edgefleet-agent",
-		Config:    "/etc/edgefleet/agent.yaml",
-		ConfigSrc: "deploy/config/agent.yaml",
+		Config:    "/etc/edgefleet/agent.env",
+		ConfigSrc: "deploy/config/agent.env",
 		Unit:      "edgefleet-agent.service",
 		UnitSrc:   "deploy/systemd/edgefleet-agent.service",
 		Docs: map[string]string{
