@@ -3,6 +3,7 @@ package dscnn
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
@@ -54,6 +55,33 @@ func TestEngineMatchesReference(t *testing.T) {
 	got := run(t, be, n.TFLite, []int{1, InH, InW, 1}, n.Input)
 	if !bytes.Equal(got, n.Expected) {
 		t.Fatalf("engine answers %v, models/quant says %v", bytesInt8(got), bytesInt8(n.Expected))
+	}
+}
+
+// liteRTGolden is what LiteRT 2.5.3 (@litertjs/core, TFLite compiled to
+// WASM with its default XNNPACK delegate, one thread) answered for
+// Build(1)'s TFLite form and input, run by hand with the scripts in
+// ../shared/tools/refrun. It differs from the TFLite reference arithmetic
+// (Expected) by up to 5 steps: XNNPACK requantizes in float32.
+var liteRTGolden = []int8{-126, -60, -68, -108, -124, -126, -111, -106, -128, -81, -115, -127}
+
+// TestEngineMatchesLiteRT holds the engine's LiteRT arithmetic to what
+// LiteRT itself gave, byte for byte.
+func TestEngineMatchesLiteRT(t *testing.T) {
+	n, err := Build(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := runtime.New("tflite", runtime.Config{Settings: map[string]string{"rounding": "litert"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := bytesInt8(run(t, be, n.TFLite, []int{1, InH, InW, 1}, n.Input))
+	if !slices.Equal(got, liteRTGolden) {
+		t.Fatalf("engine in LiteRT arithmetic answers %v, LiteRT answered %v", got, liteRTGolden)
+	}
+	if slices.Equal(got, bytesInt8(n.Expected)) {
+		t.Fatal("LiteRT's answer equals the reference arithmetic's; this test no longer tells the two apart")
 	}
 }
 

@@ -33,7 +33,7 @@ func TestONNXRuntimeAgrees(t *testing.T) {
 		d := int(int8(got[i])) - int(int8(n.Expected[i]))
 		diff = max(diff, d, -d)
 	}
-	t.Logf("ONNX Runtime %v, TFLite reference %v: largest difference %d", bytesInt8(got), bytesInt8(n.Expected), diff)
+	t.Logf("ONNX Runtime %v, TFLite reference %v: largest difference %d; LiteRT answered %v", bytesInt8(got), bytesInt8(n.Expected), diff, liteRTGolden)
 	if diff > ortTolerance {
 		t.Fatalf("ONNX Runtime differs by %d steps from the TFLite reference; the ONNX form is not the same network", diff)
 	}

@@ -16,6 +16,11 @@ type FullyConnected struct {
 	In, Out      Params
 	// Relu fuses a ReLU: the output is clamped at the zero point.
 	Relu bool
+	// LiteRT requantizes as LiteRT does on CPUs by default (its XNNPACK
+	// delegate): the int32 accumulator times a float32 scale, rounded half
+	// to even, instead of TFLite's fixed-point multiplier. The two agree
+	// except near ties.
+	LiteRT bool
 }
 
 // Run computes out (len Units) from in (len Depth) with TFLite's reference
@@ -33,8 +38,6 @@ func (l *FullyConnected) Run(in, out []int8) error {
 		if len(l.WeightScale) > 1 {
 			ws = l.WeightScale[u]
 		}
-		// TFLite derives the multiplier in double from float32 scales.
-		m := QuantizeMultiplier(float64(l.In.Scale) * float64(ws) / float64(l.Out.Scale))
 		var acc int32
 		row := l.Weights[u*l.Depth : (u+1)*l.Depth]
 		for d, w := range row {
@@ -43,9 +46,24 @@ func (l *FullyConnected) Run(in, out []int8) error {
 		if l.Bias != nil {
 			acc += l.Bias[u]
 		}
-		out[u] = int8(clamp(m.Apply(acc)+l.Out.ZeroPoint, actMin, 127))
+		var v int32
+		if l.LiteRT {
+			v = FP32Requantize(acc, l.In.Scale, ws, l.Out.Scale)
+		} else {
+			// TFLite derives the multiplier in double from float32 scales.
+			v = QuantizeMultiplier(float64(l.In.Scale) * float64(ws) / float64(l.Out.Scale)).Apply(acc)
+		}
+		out[u] = int8(clamp(v+l.Out.ZeroPoint, actMin, 127))
 	}
 	return nil
+}
+
+// FP32Requantize is XNNPACK's "fp32" requantization, which LiteRT runs by
+// default on CPUs: acc × (in·weight/out) with the scale computed and applied
+// in float32, rounded half to even.
+func FP32Requantize(acc int32, in, weight, out float32) int32 {
+	scale := float32(in*weight) / out
+	return int32(math.RoundToEven(float64(float32(acc) * scale)))
 }
 
 // Relu is TFLite's quantized ReLU (ReluX with no upper bound): rescale from

@@ -202,30 +202,48 @@ func Label(out []byte) string {
 	return ""
 }
 
-// run is the integer reference of the whole network. It runs both of
-// TFLite's int8 softmax kernels and fails if they disagree, so an expected
-// output never depends on which one an engine implements.
+// run is the integer reference of the whole network. It runs it the three
+// ways TFLite runtimes do — TFLite Micro (fixed-point requantization and
+// softmax), TFLite's builtin kernels (fixed-point requantization, float
+// table softmax) and LiteRT's default XNNPACK path (float32 requantization,
+// float table softmax) — and fails unless all three agree, so an expected
+// output never depends on which one a device's engine follows.
 func run(layers []layer, in []int8) ([]int8, error) {
-	x := in
-	for _, l := range layers {
-		y := make([]int8, l.fc.Units)
-		if err := l.fc.Run(x, y); err != nil {
-			return nil, err
+	forward := func(liteRT bool) ([]int8, float32, error) {
+		x := in
+		for _, l := range layers {
+			fc := l.fc
+			fc.LiteRT = liteRT
+			y := make([]int8, fc.Units)
+			if err := fc.Run(x, y); err != nil {
+				return nil, 0, err
+			}
+			if l.relu {
+				quant.Relu(y, fc.Out, y, fc.Out)
+			}
+			x = y
 		}
-		if l.relu {
-			quant.Relu(y, l.fc.Out, y, l.fc.Out)
-		}
-		x = y
+		return x, layers[len(layers)-1].fc.Out.Scale, nil
 	}
-	out := make([]int8, len(x))
-	fixed := make([]int8, len(x))
-	scale := layers[len(layers)-1].fc.Out.Scale
-	quant.Softmax(x, scale, 1, out)
-	quant.SoftmaxFixedPoint(x, scale, 1, fixed)
-	if !slices.Equal(out, fixed) {
-		return nil, fmt.Errorf("%w: softmax of logits %v is %v with LiteRT's kernel and %v with TFLite Micro's", errAmbiguous, x, out, fixed)
+	logits, scale, err := forward(false)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	micro := make([]int8, len(logits))
+	quant.SoftmaxFixedPoint(logits, scale, 1, micro)
+	builtin := make([]int8, len(logits))
+	quant.Softmax(logits, scale, 1, builtin)
+	lLogits, _, err := forward(true)
+	if err != nil {
+		return nil, err
+	}
+	lite := make([]int8, len(lLogits))
+	quant.Softmax(lLogits, scale, 1, lite)
+	if !slices.Equal(micro, builtin) || !slices.Equal(micro, lite) {
+		return nil, fmt.Errorf("%w: logits %v give %v in TFLite Micro, %v with TFLite's builtin kernels; LiteRT's logits %v give %v",
+			errAmbiguous, logits, micro, builtin, lLogits, lite)
+	}
+	return micro, nil
 }
 
 func (m *Model) encode() ([]byte, error) {

@@ -40,7 +40,7 @@ func TestClassifiesHeldOutWindows(t *testing.T) {
 			}
 		}
 		acc := float64(right) / float64(n)
-		t.Logf("%s: %d of %d held-out windows right (%d on a softmax rounding boundary skipped), %d MACs", s.Version, right, n, ambiguous, m.MACs())
+		t.Logf("%s: %d of %d held-out windows right (%d where TFLite runtimes would disagree skipped), %d MACs", s.Version, right, n, ambiguous, m.MACs())
 		if n < 190 {
 			t.Errorf("%s: only %d windows usable", s.Version, n)
 		}
