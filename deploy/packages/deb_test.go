@@ -486,4 +486,15 @@ func TestServerDebContents(t *testing.T) {
 		t.Errorf("server postrm touches the agent's files")
 	}
 	checkScriptsSyntax(t, d.Meta)
+
+	// Same inputs, same bytes: a package can be rebuilt and compared.
+	again, err := writeDeb(root, filepath.Join(dir, "work2"), t.TempDir(), bin, plan[0], sourceDate(context.Background(), root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(path)
+	b, _ := os.ReadFile(again)
+	if !bytes.Equal(a, b) {
+		t.Errorf("two builds of the same package differ (%d and %d bytes)", len(a), len(b))
+	}
 }
