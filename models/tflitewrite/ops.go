@@ -7,9 +7,22 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 )
 
-// NoTensor stands for an omitted optional operator input (written as -1),
-// e.g. a fully connected layer without bias.
+// NoTensor stands for an omitted optional input: the bias of
+// FULLY_CONNECTED (written as -1, as converters do) or of
+// DEPTHWISE_CONV_2D (written as one input fewer, see convInputs).
 const NoTensor Tensor = -2
+
+// convInputs lists a convolution's inputs. Without a bias the operator gets
+// two inputs, not a third of -1: TFLite's convolutions take "three inputs"
+// to mean a bias is there and fail to prepare on -1 (LiteRT 2.5.3: "Tensor
+// at index 2 was optional but was expected"), where FULLY_CONNECTED reads
+// its bias as optional.
+func convInputs(in, filter, bias Tensor) []Tensor {
+	if bias == NoTensor {
+		return []Tensor{in, filter}
+	}
+	return []Tensor{in, filter, bias}
+}
 
 // FullyConnectedOptions configure FullyConnected.
 type FullyConnectedOptions struct {
@@ -81,8 +94,8 @@ type Conv2DOptions struct {
 }
 
 // Conv2D adds a 2-D convolution of an NHWC input with an [out, kh, kw, in]
-// filter (int8 per-channel along axis 0 for int8 inputs) and an optional
-// [out] bias.
+// filter (int8 per-channel along axis 0 for int8 inputs) and an [out] bias,
+// which TFLite requires for this operator.
 func (g *Graph) Conv2D(name string, in, filter, bias Tensor, o Conv2DOptions) Tensor {
 	what := "CONV_2D " + name
 	if !g.check(in, what+" input") || !g.check(filter, what+" filter") {
@@ -102,6 +115,11 @@ func (g *Graph) Conv2D(name string, in, filter, bias Tensor, o Conv2DOptions) Te
 		return g.fail("%s: input %v, filter %v, strides %dx%d, dilations %dx%d give no output", what, x.shape, f.shape, sh, sw, dh, dw)
 	}
 	cout := f.shape[0]
+	if bias == NoTensor {
+		// TFLite's CONV_2D kernel refuses to prepare without one (LiteRT
+		// 2.5.3: "has_bias was not true").
+		return g.fail("%s: no bias; TFLite's CONV_2D needs one (give zeros)", what)
+	}
 	if !g.weightsFit(what, x, f, 0) || !g.biasFits(what, x, f, bias, cout) || !g.activationOK(what, o.Activation) || !g.paddingOK(what, o.Padding) {
 		return invalid
 	}
@@ -109,7 +127,7 @@ func (g *Graph) Conv2D(name string, in, filter, bias Tensor, o Conv2DOptions) Te
 	if out == invalid {
 		return invalid
 	}
-	g.addOp(opConv2D, x.typ, []Tensor{in, filter, bias}, out, options{optConv2D, func(e *encoder) flatbuffers.UOffsetT {
+	g.addOp(opConv2D, x.typ, convInputs(in, filter, bias), out, options{optConv2D, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(conv2DNumFields)
 		b.PrependInt32Slot(conv2DDilationH, int32(dh), 1)
@@ -164,7 +182,7 @@ func (g *Graph) DepthwiseConv2D(name string, in, filter, bias Tensor, o Depthwis
 	if out == invalid {
 		return invalid
 	}
-	g.addOp(opDepthwiseConv2D, x.typ, []Tensor{in, filter, bias}, out, options{optDepthwiseConv2D, func(e *encoder) flatbuffers.UOffsetT {
+	g.addOp(opDepthwiseConv2D, x.typ, convInputs(in, filter, bias), out, options{optDepthwiseConv2D, func(e *encoder) flatbuffers.UOffsetT {
 		b := e.b
 		b.StartObject(dwNumFields)
 		b.PrependInt32Slot(dwDilationH, int32(dh), 1)

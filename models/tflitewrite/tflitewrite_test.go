@@ -284,3 +284,26 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	}
 }
+
+func TestConvBias(t *testing.T) {
+	g := New("")
+	in := g.Input("x", Float32, []int{1, 3, 3, 2}, nil)
+	g.Output(g.DepthwiseConv2D("z", in, g.ConstFloat32("d", []int{1, 1, 1, 2}, make([]float32, 2)), NoTensor, DepthwiseConv2DOptions{}))
+	data, err := g.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseModel(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Ops[0].Inputs; len(got) != 2 {
+		t.Errorf("DEPTHWISE_CONV_2D without bias has inputs %v, want two", got)
+	}
+	g = New("")
+	in = g.Input("x", Float32, []int{1, 3, 3, 2}, nil)
+	g.Output(g.Conv2D("y", in, g.ConstFloat32("w", []int{4, 1, 1, 2}, make([]float32, 8)), NoTensor, Conv2DOptions{}))
+	if _, err := g.Encode(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "needs one") {
+		t.Errorf("CONV_2D without bias: %v, want an error saying TFLite needs one", err)
+	}
+}
