@@ -47,6 +47,70 @@ func padBefore(stride, dil, in, filter, out int) int {
 	return max(total, 0) / 2
 }
 
+// foldPads removes each PAD that only feeds a VALID CONV_2D or
+// DEPTHWISE_CONV_2D, padding height and width with the input's zero point
+// (PAD's value for quantized tensors, 0 for float), and gives its padding
+// to the convolution, which treats taps outside the input as contributing
+// nothing: the same result without copying the tensor. Models converted
+// from PyTorch have one such PAD per strided or 3x3 convolution.
+func foldPads(g *graph) {
+	uses := make(map[int]int)
+	for _, op := range g.ops {
+		for _, t := range op.inputs {
+			if t >= 0 {
+				uses[t]++
+			}
+		}
+	}
+	for _, t := range g.outputs {
+		uses[t] += 2
+	}
+	producer := make(map[int]int)
+	for i, op := range g.ops {
+		for _, t := range op.outputs {
+			producer[t] = i
+		}
+	}
+	drop := make([]bool, len(g.ops))
+	for j := range g.ops {
+		cv := &g.ops[j]
+		if (cv.code != opConv2d && cv.code != opDepthwiseConv2d) || cv.custom != "" || len(cv.inputs) == 0 || cv.inputs[0] < 0 {
+			continue
+		}
+		t := cv.inputs[0]
+		i, ok := producer[t]
+		if !ok || i >= j || uses[t] != 1 {
+			continue
+		}
+		pad := &g.ops[i]
+		if pad.code != opPad || pad.custom != "" || len(pad.inputs) != 2 || len(pad.outputs) != 1 || pad.inputs[1] < 0 {
+			continue
+		}
+		// Both options tables keep padding in slot 0.
+		if p, err := cv.opts.f.u8(&cv.opts.t, convPadding, 0); !cv.opts.ok || err != nil || p != padValid {
+			continue
+		}
+		in, out := &g.tensors[pad.inputs[0]], &g.tensors[t]
+		pads, err := constInts(&g.tensors[pad.inputs[1]])
+		if err != nil || len(in.shape) != 4 || len(pads) != 8 || in.dtype != out.dtype || (in.quant != nil && !sameQuant(in, out)) {
+			continue
+		}
+		if pads[0] != 0 || pads[1] != 0 || pads[6] != 0 || pads[7] != 0 || min(pads[2], pads[3], pads[4], pads[5]) < 0 {
+			continue
+		}
+		cv.inputs = append([]int{pad.inputs[0]}, cv.inputs[1:]...)
+		cv.foldedPad = &[4]int{pads[2], pads[3], pads[4], pads[5]}
+		drop[i] = true
+	}
+	kept := g.ops[:0]
+	for i, op := range g.ops {
+		if !drop[i] {
+			kept = append(kept, op)
+		}
+	}
+	g.ops = kept
+}
+
 func (g *convGeom) compute(padding uint8) error {
 	if padding != padSame && padding != padValid {
 		return badf("padding %d is neither SAME nor VALID", padding)
@@ -136,7 +200,20 @@ func (c *prepCtx) convCommon(depthwise bool) (*convParams, error) {
 	if err := o.err(); err != nil {
 		return nil, err
 	}
-	if err := g.compute(padding); err != nil {
+	if fp := c.op.foldedPad; fp != nil {
+		// A PAD folded into this VALID convolution: compute the geometry
+		// on the padded size, then read the unpadded input with the PAD's
+		// leading padding (padding contributes nothing either way).
+		g.ih += fp[0] + fp[1]
+		g.iw += fp[2] + fp[3]
+		err := g.compute(padding)
+		g.ih -= fp[0] + fp[1]
+		g.iw -= fp[2] + fp[3]
+		if err != nil {
+			return nil, err
+		}
+		g.ph, g.pw = fp[0], fp[2]
+	} else if err := g.compute(padding); err != nil {
 		return nil, err
 	}
 	if err := checkShape(p.out, []int{g.n, g.oh, g.ow, g.oc}); err != nil {

@@ -56,6 +56,12 @@ type operator struct {
 	inputs  []int // -1 marks an absent optional input
 	outputs []int
 	opts    options
+	// index is the operator's position in the file, kept for messages when
+	// the engine removes operators (see foldPads).
+	index int
+	// foldedPad is [top, bottom, left, right] padding taken over from a
+	// PAD operator that fed this convolution.
+	foldedPad *[4]int
 }
 
 // graph is the parsed main subgraph.
@@ -208,6 +214,7 @@ func parse(b []byte) (g *graph, err error) {
 			return nil, fmt.Errorf("%w: operator %d uses opcode_index %d, the model has %d operator codes", errBadModel, i, uint32(oi), len(ocs))
 		}
 		op.code, op.custom, op.version = ocs[oi].code, ocs[oi].custom, ocs[oi].version
+		op.index = i
 		what := fmt.Sprintf("operator %d (%s)", i, opName(op.code, op.custom))
 		ins, err := f.ints(t, opInputs, what+" inputs")
 		if err != nil {

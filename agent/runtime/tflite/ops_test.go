@@ -328,3 +328,63 @@ func TestTransposeConvQuantized(t *testing.T) {
 		checkQ(t, "transpose conv int8 "+cfg.Settings["rounding"], tc.run(t, cfg)[0], ref, qy, ttInt8, 1)
 	}
 }
+
+// TestFoldPad checks that a PAD feeding a VALID convolution is folded
+// away and that the result equals running the PAD (kept when its output
+// is also a graph output).
+func TestFoldPad(t *testing.T) {
+	r := rand.New(rand.NewPCG(45, 46))
+	for _, code := range []int32{opConv2d, opDepthwiseConv2d} {
+		h, w, c := 5, 6, 8
+		x := make([]byte, h*w*c)
+		for i := range x {
+			x[i] = byte(r.IntN(256))
+		}
+		qx := qp{0.05, -7}
+		m := &testModel{}
+		in := m.add(tensorQ("x", ttInt8, []int{1, h, w, c}, qx, nil))
+		pads := m.add(i32t("pads", []int{4, 2}, []int{0, 0, 1, 2, 2, 1, 0, 0}))
+		padded := m.add(tensorQ("p", ttInt8, []int{1, h + 3, w + 3, c}, qx, nil))
+		fshape, otype := []int{8, 3, 3, c}, uint8(1)
+		opts := []optField{ob(convPadding, padValid), oi(convStrideW, 2), oi(convStrideH, 1)}
+		if code == opDepthwiseConv2d {
+			fshape, otype = []int{1, 3, 3, c}, 2
+			opts = []optField{ob(dwPadding, padValid), oi(dwStrideW, 2), oi(dwStrideH, 1), oi(dwMult, 1)}
+		}
+		fb := make([]byte, runtime.NumElements(fshape))
+		for i := range fb {
+			fb[i] = byte(r.IntN(255) + 1)
+		}
+		f := m.add(tensorQ("f", ttInt8, fshape, qp{0.01, 0}, fb))
+		oh, ow := h+3-2, (w+3-3)/2+1
+		out := m.add(tensorQ("y", ttInt8, []int{1, oh, ow, 8}, qp{0.1, 3}, nil))
+		m.ops = []testOp{
+			{code: opPad, inputs: []int32{in, pads}, outputs: []int32{padded}},
+			{code: code, optsType: otype, opts: opts, inputs: []int32{padded, f, -1}, outputs: []int32{out}},
+		}
+		m.inputs, m.outputs = []int32{in}, []int32{out}
+		for _, cfg := range arithModes {
+			folded, err := New(cfg).Open(t.Context(), m.encode(), runtime.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(folded.(*Model).g.ops); n != 1 {
+				t.Fatalf("%s: %d operators after folding, want 1", opName(code, ""), n)
+			}
+			m.outputs = []int32{out, padded}
+			kept, err := New(cfg).Open(t.Context(), m.encode(), runtime.Options{})
+			m.outputs = []int32{out}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(kept.(*Model).g.ops); n != 2 {
+				t.Fatalf("%s: PAD folded although its output is a graph output", opName(code, ""))
+			}
+			a := run1(t, folded.(*Model), x)[0]
+			b := run1(t, kept.(*Model), x)[0]
+			if string(a) != string(b) {
+				t.Fatalf("%s %s: folded PAD gives %v, PAD then convolution %v", opName(code, ""), cfg.Settings["rounding"], asI8(a), asI8(b))
+			}
+		}
+	}
+}

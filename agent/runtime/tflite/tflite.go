@@ -230,7 +230,7 @@ func (s *Session) Run(ctx context.Context, inputs []runtime.Tensor, outputs []ru
 		}
 		if err := k.eval(s.bufs); err != nil {
 			op := &g.ops[i]
-			return fmt.Errorf("operator %d (%s): %w", i, opName(op.code, op.custom), err)
+			return fmt.Errorf("operator %d (%s): %w", op.index, opName(op.code, op.custom), err)
 		}
 	}
 	for i, idx := range g.outputs {
@@ -310,6 +310,7 @@ func registerOp(code int32, f prepareFunc) {
 
 func (m *Model) prepare(a arith) error {
 	g := m.g
+	foldPads(g)
 	m.place = make([]int, len(g.tensors))
 	m.sizes = make([]int, len(g.tensors))
 	for i := range g.tensors {
@@ -325,15 +326,15 @@ func (m *Model) prepare(a arith) error {
 		}
 		if f == nil {
 			return fmt.Errorf("%w: operator %d is %s, which the engine does not implement (model uses %s)",
-				errUnsupported, i, name, strings.Join(g.opNames, ", "))
+				errUnsupported, op.index, name, strings.Join(g.opNames, ", "))
 		}
-		c := &prepCtx{g: g, op: op, index: i, name: name, arith: a, single: a == arithSingle, m: m}
+		c := &prepCtx{g: g, op: op, index: op.index, name: name, arith: a, single: a == arithSingle, m: m}
 		k, err := f(c)
 		if err == nil {
 			err = op.opts.err()
 		}
 		if err != nil {
-			return fmt.Errorf("operator %d (%s): %w", i, name, err)
+			return fmt.Errorf("operator %d (%s): %w", op.index, name, err)
 		}
 		m.macs += c.macs
 		for _, o := range op.outputs {
