@@ -24,6 +24,11 @@ type Meta struct {
 	Version string `json:"version"`
 	// Format is "tflite" or "onnx".
 	Format string `json:"format"`
+	// Precision is the arithmetic of the weights and activations, "int8".
+	Precision string `json:"precision"`
+	// Backend is the inference backend that runs the file: "tflite" (the
+	// built-in engine) or "onnxruntime".
+	Backend string `json:"backend"`
 	// File is the model file's name, next to the sidecar.
 	File   string `json:"file"`
 	Size   int    `json:"size"`

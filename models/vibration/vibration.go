@@ -153,6 +153,7 @@ func Build(s Spec) (*Model, error) {
 	}
 	m.ONNXMeta = m.meta()
 	m.ONNXMeta.Format = "onnx"
+	m.ONNXMeta.Backend = "onnxruntime"
 	m.ONNXMeta.File = m.base() + ".onnx"
 	m.ONNXMeta.Size = len(m.ONNX)
 	m.ONNXMeta.SHA256 = models.SHA256(m.ONNX)
@@ -297,7 +298,7 @@ func (m *Model) meta() models.Meta {
 		desc += " Weights int8 per-tensor."
 	}
 	return models.Meta{
-		Name: Name, Version: m.Spec.Version, Format: "tflite",
+		Name: Name, Version: m.Spec.Version, Format: "tflite", Precision: "int8", Backend: "tflite",
 		File: m.FileName(), Size: len(m.TFLite), SHA256: models.SHA256(m.TFLite),
 		Purpose: m.Spec.Purpose, Description: desc,
 		Inputs: []models.TensorMeta{{
