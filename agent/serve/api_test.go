@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -243,4 +244,82 @@ func TestModelListShowsQuantizationAndBatch(t *testing.T) {
 		t.Errorf("model JSON %s lacks zero points", raw)
 	}
 	_ = fmt.Sprint()
+}
+
+// TestHTTPBusy: over HTTP, too many bodies being received and a full queue
+// both answer 429 at once with Retry-After, and the client reports ErrBusy.
+func TestHTTPBusy(t *testing.T) {
+	st := start(t, Options{Workers: 1, QueueSize: 1, MaxReceiving: 2})
+	g := newGate(0)
+	if err := st.Swap("sim", "v1", g); err != nil {
+		t.Fatal(err)
+	}
+	in := []wire.Tensor{{Name: "x", DType: runtime.Float32, Shape: []int{1, 4}, Data: f32(1, 2, 3, 4)}}
+	ctx := context.Background()
+	var ce *client.Error
+
+	// Two bodies held half-sent take both receiving slots; a third request
+	// is turned away unread.
+	var writers []*io.PipeWriter
+	held := make(chan int, 2)
+	for range 2 {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		req, _ := http.NewRequest(http.MethodPost, st.URL+"/v1/models/sim/infer", pr)
+		req.Header.Set("Content-Type", wire.ContentTypeJSON)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				held <- 0
+				return
+			}
+			resp.Body.Close()
+			held <- resp.StatusCode
+		}()
+		if _, err := pw.Write([]byte(`{"inputs":`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(st.bodies) < 2 {
+		goruntime.Gosched()
+	}
+	_, err := st.Client.Infer(ctx, "sim", in, client.Options{})
+	if !errors.Is(err, client.ErrBusy) || !errors.As(err, &ce) || ce.Status != 429 || !strings.Contains(ce.Message, "being received") || ce.RetryAfter <= 0 {
+		t.Errorf("with every receiving slot taken: %v, want 429 naming requests being received", err)
+	}
+	for _, pw := range writers {
+		pw.Write([]byte(`[]}`))
+		pw.Close()
+	}
+	for range 2 {
+		if code := <-held; code != http.StatusBadRequest {
+			t.Errorf("held request finished with %d, want 400 for its empty inputs", code)
+		}
+	}
+
+	// A runs, B waits in the only queue slot, C is rejected before its body
+	// is read.
+	results := make(chan error, 2)
+	go func() {
+		_, err := st.Client.InferBinary(ctx, "sim", in, client.Options{Deadline: 10 * time.Second})
+		results <- err
+	}()
+	<-g.started
+	go func() {
+		_, err := st.Client.InferBinary(ctx, "sim", in, client.Options{Deadline: 10 * time.Second})
+		results <- err
+	}()
+	for len(st.entry("sim").queue) == 0 {
+		goruntime.Gosched()
+	}
+	_, err = st.Client.InferBinary(ctx, "sim", in, client.Options{})
+	if !errors.Is(err, client.ErrBusy) || !errors.As(err, &ce) || ce.Status != 429 || ce.Kind != "queue_full" || ce.RetryAfter <= 0 {
+		t.Errorf("with a full queue: %v, want 429 queue_full with RetryAfter", err)
+	}
+	close(g.gate)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -109,18 +109,42 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
+	// Bodies are read whole before admission, so the number being read at
+	// once is bounded too: past it, callers are turned away unread.
+	select {
+	case s.bodies <- struct{}{}:
+		defer func() { <-s.bodies }()
+	default:
+		s.observe(Event{Model: name, Version: m.Version, Outcome: OutcomeQueueFull})
+		s.writeErr(w, &BusyError{Err: fmt.Errorf("%w: %d requests are already being received", ErrQueueFull, cap(s.bodies)), Model: name, RetryAfter: 10 * time.Millisecond})
+		return
+	}
+	// A full queue rejects before the body is read.
+	if e := s.entry(name); e != nil && len(e.queue) == cap(e.queue) {
+		// Close the connection rather than drain the unread body first,
+		// which net/http would do while this handler still runs.
+		w.Header().Set("Connection", "close")
+		e.markOverload(time.Now())
+		s.writeErr(w, e.reject(&request{model: name}, OutcomeQueueFull, ErrQueueFull, max(e.waitEstimate(), time.Millisecond)))
+		return
+	}
 	p, err := s.readRequest(w, r)
 	if err == nil {
 		var inputs []runtime.Tensor
 		if inputs, err = orderInputs(m, p.tensors); err == nil {
-			var res *Result
-			res, err = s.Infer(r.Context(), name, inputs, InferOptions{Deadline: p.deadline, Quantize: p.quantize, Dequantize: p.dequantize})
-			if err == nil {
-				writeResult(w, name, res, p.binary)
+			// Checked against the active version here so a bad request
+			// never takes a queue slot; the worker checks again against
+			// the version that runs it.
+			if err = checkRequest(m, inputs, p.quantize); err == nil {
+				var res *Result
+				res, err = s.Infer(r.Context(), name, inputs, InferOptions{Deadline: p.deadline, Quantize: p.quantize, Dequantize: p.dequantize})
+				if err == nil {
+					writeResult(w, name, res, p.binary)
+					return
+				}
+				s.writeErr(w, err)
 				return
 			}
-			s.writeErr(w, err)
-			return
 		}
 	}
 	// The request never reached the queue; still count it.

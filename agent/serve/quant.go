@@ -38,6 +38,33 @@ func prepareInputs(v *version, inputs []runtime.Tensor, quantize bool) ([]runtim
 	return out, nil
 }
 
+// checkRequest checks inputs, in model order, against m without changing
+// them; float32 inputs for quantized inputs pass when quantize is set.
+func checkRequest(m ModelInfo, inputs []runtime.Tensor, quantize bool) error {
+	if len(inputs) != len(m.Inputs) {
+		return fmt.Errorf("%w: %w: model %s@%s takes %d inputs, got %d", ErrBadInput, ErrInputName, m.Name, m.Version, len(m.Inputs), len(inputs))
+	}
+	for i, info := range m.Inputs {
+		t := inputs[i]
+		if quantize && t.DType == runtime.Float32 && info.DType != runtime.Float32 {
+			if _, _, ok := intRange(info.DType); !ok || info.Quant == nil || len(info.Quant.Scale) == 0 {
+				return fmt.Errorf("%w: %w: input %q is %s without quantization parameters", ErrBadInput, ErrQuantize, info.Name, info.DType)
+			}
+			if err := checkShape(info, t); err != nil {
+				return err
+			}
+			if want := runtime.ByteSize(t.DType, t.Shape); want < 0 || len(t.Data) != want {
+				return fmt.Errorf("%w: %w: input %q has %d bytes, shape %v of float32 needs %d", ErrBadInput, ErrInputSize, info.Name, len(t.Data), t.Shape, want)
+			}
+			continue
+		}
+		if err := checkInput(info, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkInput is runtime.CheckInput with errors that say which kind of
 // mismatch it was.
 func checkInput(info runtime.TensorInfo, t runtime.Tensor) error {

@@ -74,6 +74,10 @@ type Options struct {
 	MaxJSONBytes int64
 	// MaxBodyBytes bounds a binary request body; default 32 MiB.
 	MaxBodyBytes int64
+	// MaxReceiving bounds the inference requests whose bodies are being
+	// read at once, and so the memory they take (at most MaxReceiving ×
+	// MaxBodyBytes); past it requests get 429. Default 64.
+	MaxReceiving int
 
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
@@ -118,6 +122,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 32 << 20
 	}
+	if o.MaxReceiving <= 0 {
+		o.MaxReceiving = 64
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -136,6 +143,8 @@ type Server struct {
 	// slots holds one token per running run: it keeps all models together
 	// within Options.Workers.
 	slots chan struct{}
+	// bodies holds one token per inference request being received.
+	bodies chan struct{}
 	// runCtx is passed to backend runs and cancelled by Close.
 	runCtx    context.Context
 	cancelRun context.CancelFunc
@@ -157,6 +166,7 @@ func New(opts Options) *Server {
 		log:       opts.Logger,
 		met:       newMetrics(opts.Registry),
 		slots:     make(chan struct{}, opts.Workers),
+		bodies:    make(chan struct{}, opts.MaxReceiving),
 		runCtx:    ctx,
 		cancelRun: cancel,
 		entries:   map[string]*entry{},
