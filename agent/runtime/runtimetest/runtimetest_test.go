@@ -396,3 +396,28 @@ func TestModelsLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestSkip(t *testing.T) {
+	rec := runSuite(t, newPlayback(t, flaws{}), Options{Format: "onnx", Skip: map[string]string{
+		"onnx_node_relu":               "a reason",
+		"onnx_wonnx_opt_mnist/digit_3": "another",
+	}})
+	if len(rec.errors) > 0 {
+		t.Fatalf("errors: %q", rec.errors)
+	}
+	for _, want := range []string{"suite/onnx_node_relu: skipped: a reason", "suite/onnx_wonnx_opt_mnist/digit_3: skipped: another"} {
+		if !slices.Contains(rec.skipped, want) {
+			t.Errorf("no skip %q in %q", want, rec.skipped)
+		}
+	}
+	for _, ran := range []string{"suite/onnx_wonnx_opt_mnist/digit_0", "suite/onnx_wonnx_opt_mnist/concurrent", "suite/close_while_busy"} {
+		if !slices.Contains(rec.passed, ran) {
+			t.Errorf("%s did not run", ran)
+		}
+	}
+	for _, p := range rec.passed {
+		if strings.HasPrefix(p, "suite/onnx_node_relu/") {
+			t.Errorf("%s ran although its model is skipped", p)
+		}
+	}
+}
