@@ -1,7 +1,6 @@
 package tflite
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
@@ -195,8 +194,4 @@ func requantRow[T int8 | uint8](o *outStage, acc, bias []int32, ch0 int, out []T
 		v := rdbpot(h, int(right[j])) + o.zp
 		out[j] = T(min(max(v, o.lo), o.hi))
 	}
-}
-
-func (c *prepCtx) errf(format string, args ...any) error {
-	return fmt.Errorf(format, args...)
 }

@@ -194,9 +194,16 @@ type Session struct {
 
 // Run copies inputs into the arena, runs every operator and copies the
 // outputs out. It allocates nothing once outputs have the capacity.
-func (s *Session) Run(ctx context.Context, inputs []runtime.Tensor, outputs []runtime.Tensor) error {
+func (s *Session) Run(ctx context.Context, inputs []runtime.Tensor, outputs []runtime.Tensor) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Every kernel's bounds are checked at Open; should one still be
+	// missed, a model must not take the agent down with it.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: inference failed: %v", runtime.ErrBadModel, r)
+		}
+	}()
 	if s.closed {
 		return runtime.ErrClosed
 	}
