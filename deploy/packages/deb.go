@@ -131,7 +131,6 @@ func debInfo(root, bin string, b build, scripts nfpm.Scripts, mtime time.Time) *
 		Description:   s.Description,
 		Vendor:        "edgefleet",
 		Homepage:      homepage,
-		License:       "Apache-2.0",
 		MTime:         mtime,
 		Overridables: nfpm.Overridables{
 			Contents: contents,
