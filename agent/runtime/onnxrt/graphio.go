@@ -1,7 +1,6 @@
 package onnxrt
 
 import (
-	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -17,8 +16,6 @@ import (
 // cannot describe exactly: a non-tensor value, a tensor without a shape.
 // The caller then asks ONNX Runtime instead, so a surprise here costs time,
 // never correctness.
-
-var errNoGraphIO = errors.New("graph inputs and outputs not described exactly")
 
 // ioDesc is one graph input or output as declared.
 type ioDesc struct {

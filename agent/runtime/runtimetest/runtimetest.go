@@ -569,8 +569,6 @@ func (s suite) corrupt(t tester, m Model, data []byte) {
 	t.Logf("%d corrupted variants: %d refused at Open, %d opened and ran or refused to run", len(vs), len(vs)-opened, opened)
 }
 
-var errOpened = errors.New("corrupted model opened")
-
 // tryCorrupt returns nil when Open refused the model with an error,
 // errOpened when it opened and then behaved, and any other error for a
 // panic or a hang.
