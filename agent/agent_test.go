@@ -546,3 +546,41 @@ func TestStateDirPersistsIdentityAndLocks(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestCloseWaitsForInflightInfer(t *testing.T) {
+	cfg := baseConfig(t, &broker{addr: "127.0.0.1:1"})
+	cfg.Backends = []agentrt.Backend{simBackend(t, map[string]simulators.Behavior{
+		"kws@1.0.0": {P50: 50 * time.Millisecond, P95: 50 * time.Millisecond},
+	})}
+	cfg.MaxSessions = 4
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	started := make(chan struct{}, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started <- struct{}{}
+			errs <- a.Infer(context.Background(), "kws", simulators.Input(), []agentrt.Tensor{{}})
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		<-started
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		// A call either ran to the end before Close finished, or found
+		// the agent closed; none fails half-way on a closed session.
+		if err != nil && !errors.Is(err, agent.ErrClosed) {
+			t.Errorf("Infer during Close: %v", err)
+		}
+	}
+}

@@ -20,6 +20,9 @@ type loadedModel struct {
 	idle  chan runtime.Session // sessions not in use
 	mu    sync.Mutex
 	all   []runtime.Session
+	// inflight counts Infer calls using the model, so close waits for
+	// them instead of closing a session under a running inference.
+	inflight sync.WaitGroup
 }
 
 func newLoadedModel(name, version, backend string, m runtime.Model, max int) *loadedModel {
@@ -63,6 +66,7 @@ func (lm *loadedModel) acquire(ctx context.Context) (runtime.Session, error) {
 func (lm *loadedModel) release(s runtime.Session) { lm.idle <- s }
 
 func (lm *loadedModel) close() error {
+	lm.inflight.Wait()
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	var errs []error
@@ -103,6 +107,12 @@ func (a *Agent) Infer(ctx context.Context, model string, inputs, outputs []runti
 		return ErrClosed
 	}
 	lm := a.models[model]
+	if lm != nil {
+		// Under the read lock, so Close (which takes the write lock
+		// first) waits for this call.
+		lm.inflight.Add(1)
+		defer lm.inflight.Done()
+	}
 	a.mu.RUnlock()
 	if lm == nil {
 		return fmt.Errorf("%w: %q", ErrUnknownModel, model)
