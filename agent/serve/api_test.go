@@ -1,12 +1,14 @@
 package serve
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -315,6 +317,23 @@ func TestHTTPBusy(t *testing.T) {
 	_, err = st.Client.InferBinary(ctx, "sim", in, client.Options{})
 	if !errors.Is(err, client.ErrBusy) || !errors.As(err, &ce) || ce.Status != 429 || ce.Kind != "queue_full" || ce.RetryAfter <= 0 {
 		t.Errorf("with a full queue: %v, want 429 queue_full with RetryAfter", err)
+	}
+	// Even a caller that never finishes its body gets that answer (spoken
+	// raw: Go's own client would not read it before its body is sent).
+	conn, err := net.Dial("tcp", strings.TrimPrefix(st.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/models/sim/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\na\r\n{\"inputs\":\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a half-sent request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("half-sent request to a full queue: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	close(g.gate)
 	for range 2 {

@@ -113,14 +113,15 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 	// once is bounded too: past it, callers are turned away unread.
 	select {
 	case s.bodies <- struct{}{}:
-		defer func() { <-s.bodies }()
 	default:
+		w.Header().Set("Connection", "close") // do not drain the body first
 		s.observe(Event{Model: name, Version: m.Version, Outcome: OutcomeQueueFull})
 		s.writeErr(w, &BusyError{Err: fmt.Errorf("%w: %d requests are already being received", ErrQueueFull, cap(s.bodies)), Model: name, RetryAfter: 10 * time.Millisecond})
 		return
 	}
 	// A full queue rejects before the body is read.
 	if e := s.entry(name); e != nil && len(e.queue) == cap(e.queue) {
+		<-s.bodies
 		// Close the connection rather than drain the unread body first,
 		// which net/http would do while this handler still runs.
 		w.Header().Set("Connection", "close")
@@ -129,6 +130,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := s.readRequest(w, r)
+	<-s.bodies
 	if err == nil {
 		var inputs []runtime.Tensor
 		if inputs, err = orderInputs(m, p.tensors); err == nil {

@@ -75,8 +75,9 @@ type Options struct {
 	// MaxBodyBytes bounds a binary request body; default 32 MiB.
 	MaxBodyBytes int64
 	// MaxReceiving bounds the inference requests whose bodies are being
-	// read at once, and so the memory they take (at most MaxReceiving ×
-	// MaxBodyBytes); past it requests get 429. Default 64.
+	// read at once, and so the memory that requests not yet queued take
+	// (at most MaxReceiving × MaxBodyBytes); past it requests get 429.
+	// Default 64.
 	MaxReceiving int
 
 	// Logger receives the server's logs; nil discards them.
