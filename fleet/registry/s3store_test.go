@@ -271,10 +271,18 @@ func TestS3Store(t *testing.T) {
 		if left := uploadsLeft(t, s); len(left) != 0 {
 			t.Fatalf("temporary uploads left: %v", left)
 		}
+		// The listing does see objects there, so the check above is not vacuous.
+		if _, err := s.c.PutObject(ctx, weedBucket, "edgefleet/uploads/probe", bytes.NewReader([]byte("p")), 1, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if left := uploadsLeft(t, s); len(left) != 1 {
+			t.Fatalf("probe object not listed: %v", left)
+		}
+		s.c.RemoveObject(ctx, weedBucket, "edgefleet/uploads/probe", minio.RemoveObjectOptions{})
 	})
 
 	t.Run("registry over S3: redirect, Range resume, tamper, expiry", func(t *testing.T) {
-		r := openTest(t, Options{Artifacts: s, PresignExpiry: time.Minute})
+		r := openTest(t, Options{Artifacts: s, PresignExpiry: time.Minute, MaxArtifactBytes: 8 << 20})
 		srv := serve(t, r)
 		model := blob("s3-model", 1<<20+7)
 		meta := PublishRequest{Version: "1.0.0", Variants: []VariantSpec{{Format: "tflite", Precision: "int8", Backend: "tflite"}}}
@@ -317,21 +325,28 @@ func TestS3Store(t *testing.T) {
 
 		// A tampered signature is refused by the server.
 		tampered := tamperSignature(t, loc)
-		if code := httpStatus(t, tampered); code != http.StatusForbidden {
-			t.Fatalf("tampered presigned URL: %d, want 403", code)
+		if code, body := httpGet(t, tampered); code != http.StatusForbidden || !strings.Contains(body, "Signature") {
+			t.Fatalf("tampered presigned URL: %d %s, want 403 for the signature", code, body)
 		}
 		// An expired URL is refused: valid first, then 403 once it lapses.
 		short, err := s.PresignGet(ctx, m.Artifact.SHA256, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code := httpStatus(t, short.String()); code != 200 {
-			t.Fatalf("fresh 1 s URL: %d, want 200", code)
+		if code, body := httpGet(t, short.String()); code != 200 {
+			t.Fatalf("fresh 1 s URL: %d %s, want 200", code, body)
 		}
 		deadline := time.Now().Add(15 * time.Second)
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
-		for code := 200; code != http.StatusForbidden; code = httpStatus(t, short.String()) {
+		for {
+			code, body := httpGet(t, short.String())
+			if code == http.StatusForbidden {
+				if !strings.Contains(strings.ToLower(body), "expired") {
+					t.Fatalf("lapsed URL refused for another reason: %s", body)
+				}
+				break
+			}
 			if time.Now().After(deadline) {
 				t.Fatalf("presigned URL with a 1 s expiry still answers %d after 15 s", code)
 			}
@@ -355,13 +370,13 @@ func tamperSignature(t *testing.T, u string) string {
 	return u[:j] + string(repl) + u[j+1:]
 }
 
-func httpStatus(t *testing.T, u string) int {
+func httpGet(t *testing.T, u string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, string(b)
 }
