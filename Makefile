@@ -11,7 +11,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 TESTFLAGS ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: help build run test check bench proto onnxruntime test-deps fuzz clean
+.PHONY: help build run test check bench proto onnxruntime packages test-deps fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ proto: ## regenerate proto/*.pb.go (Debian's protoc + pinned protoc-gen-go)
 
 onnxruntime: ## fetch the pinned ONNX Runtime shared library into .cache/onnxruntime
 	@deploy/onnxruntime/fetch.sh
+
+packages: ## build the .deb packages of the agent (amd64, arm64, armhf) and server into bin/packages
+	$(GO) run ./deploy/packages -out $(BIN)/packages
 
 clean: ## remove build output (keeps .cache and data)
 	rm -rf $(BIN)

@@ -20,6 +20,7 @@ func TestAgentDeps(t *testing.T) {
 				"html/template",
 				"github.com/mochi-mqtt/server",
 				"github.com/yalue/onnxruntime_go", // cgo only
+				"github.com/goreleaser/nfpm",      // packaging tool only
 			}
 			for _, d := range deps {
 				for _, f := range forbidden {
