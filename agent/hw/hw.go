@@ -12,7 +12,7 @@ package hw
 import (
 	"bufio"
 	"bytes"
-	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"runtime"
@@ -150,26 +150,9 @@ func readFile(root fs.FS, name string) []byte {
 		return nil
 	}
 	defer fh.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(&limitedReader{r: fh, n: maxFileBytes})
-	return buf.Bytes()
-}
-
-type limitedReader struct {
-	r interface{ Read([]byte) (int, error) }
-	n int
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, fmt.Errorf("file longer than %d bytes", maxFileBytes)
-	}
-	if len(p) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= n
-	return n, err
+	// /proc files report size 0, so read to EOF, up to the bound.
+	b, _ := io.ReadAll(io.LimitReader(fh, maxFileBytes))
+	return b
 }
 
 // cleanString trims the NUL that device-tree strings end with, and spaces,
