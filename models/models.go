@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -117,9 +118,27 @@ func Demos() ([]Demo, error) {
 		if a.Format != b.Format {
 			return a.Format < b.Format
 		}
-		return a.Version < b.Version
+		return versionLess(a.Version, b.Version)
 	})
 	return out, nil
+}
+
+// versionLess orders dotted numeric versions by number, so 10.0.0 comes
+// after 9.0.0; parts that are not numbers compare as strings.
+func versionLess(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		if pa[i] == pb[i] {
+			continue
+		}
+		na, ea := strconv.Atoi(pa[i])
+		nb, eb := strconv.Atoi(pb[i])
+		if ea == nil && eb == nil {
+			return na < nb
+		}
+		return pa[i] < pb[i]
+	}
+	return len(pa) < len(pb)
 }
 
 // DemoModel returns the embedded demo of that name, version and format.
