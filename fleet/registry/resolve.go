@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	version "github.com/hashicorp/go-version"
 
@@ -113,10 +114,10 @@ func (va *Variant) misfit(d Device) string {
 		why = append(why, fmt.Sprintf("backend %s on the device does not run %s models", va.Backend, va.Format))
 	}
 	if va.MinAgentVersion != "" {
-		c, err := version.NewConstraint(va.MinAgentVersion)
+		c, err := constraints.get(va.MinAgentVersion)
 		if err != nil { // validated at publish; a stored record is corrupt
 			why = append(why, fmt.Sprintf("agent constraint %q does not parse: %v", va.MinAgentVersion, err))
-		} else if av, err := version.NewVersion(d.AgentVersion); err != nil {
+		} else if av, err := agentVersions.get(d.AgentVersion); err != nil {
 			why = append(why, fmt.Sprintf("needs agent %s, device reports agent version %q", va.MinAgentVersion, truncate(d.AgentVersion)))
 		} else if !c.Check(av) {
 			why = append(why, fmt.Sprintf("needs agent %s, device runs %s", va.MinAgentVersion, av.Original()))
@@ -146,3 +147,43 @@ func (v *Version) DesiredModel(va *Variant, url, jobID string) *proto.DesiredMod
 // ArtifactPath is the path, under the server's base URL, from which the
 // Handler serves a blob.
 func ArtifactPath(sha256 string) string { return "/artifacts/" + sha256 }
+
+// Parsing a constraint or a version is a regexp match and most of what
+// Resolve costs; a rollout resolves thousands of devices against the same
+// few strings. The caches are bounded: past maxParsed entries, strings are
+// parsed every time.
+const maxParsed = 4096
+
+var (
+	constraints   = parseCache[version.Constraints]{parse: version.NewConstraint, limit: maxParsed}
+	agentVersions = parseCache[*version.Version]{parse: func(s string) (*version.Version, error) { return version.NewVersion(s) }, limit: maxParsed}
+)
+
+type parseCache[T any] struct {
+	parse func(string) (T, error)
+	limit int
+	mu    sync.Mutex
+	m     map[string]T
+}
+
+func (c *parseCache[T]) get(s string) (T, error) {
+	c.mu.Lock()
+	v, ok := c.m[s]
+	c.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := c.parse(s)
+	if err != nil {
+		return v, err
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]T)
+	}
+	if len(c.m) < c.limit {
+		c.m[s] = v
+	}
+	c.mu.Unlock()
+	return v, nil
+}

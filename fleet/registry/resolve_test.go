@@ -3,7 +3,9 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/proto"
@@ -107,7 +109,9 @@ func TestDeviceFromHello(t *testing.T) {
 }
 
 // BenchmarkResolve is what a rollout pays per device once it holds the
-// Version: the cost scales with devices × variants.
+// Version: the cost scales with devices × variants. "uncached" parses the
+// constraint and agent version on every call, as Resolve did before the
+// parse caches; compare the two in one run.
 func BenchmarkResolve(b *testing.B) {
 	v := &Version{Model: "kws", Version: "1.0.0", Variants: []Variant{
 		{ID: "jetson", Format: "onnx", Backend: "onnxruntime", Profiles: []string{"jetson-orin-nano"}},
@@ -115,10 +119,59 @@ func BenchmarkResolve(b *testing.B) {
 		{ID: "generic", Format: "tflite", Backend: "tflite"},
 	}}
 	d := Device{Profile: "raspberry-pi-4", AgentVersion: "0.4.0", Backends: []DeviceBackend{{Name: "tflite", Available: true, Formats: []string{"tflite"}}}}
-	for b.Loop() {
-		va, err := v.Resolve(d)
-		if err != nil || va.ID != "rpi4" {
-			b.Fatal(va, err)
+	run := func(b *testing.B) {
+		for b.Loop() {
+			va, err := v.Resolve(d)
+			if err != nil || va.ID != "rpi4" {
+				b.Fatal(va, err)
+			}
 		}
+	}
+	b.Run("cached", run)
+	b.Run("uncached", func(b *testing.B) {
+		savedC, savedV := constraints.limit, agentVersions.limit
+		constraints.mu.Lock()
+		constraints.limit, constraints.m = 0, nil
+		constraints.mu.Unlock()
+		agentVersions.mu.Lock()
+		agentVersions.limit, agentVersions.m = 0, nil
+		agentVersions.mu.Unlock()
+		defer func() { constraints.limit, agentVersions.limit = savedC, savedV }()
+		run(b)
+	})
+}
+
+// TestResolveConcurrent runs Resolve from several goroutines, as a rollout
+// dispatching in parallel would, over the shared parse caches.
+func TestResolveConcurrent(t *testing.T) {
+	v := &Version{Model: "kws", Version: "1.0.0", Variants: []Variant{
+		{ID: "new-agents", Format: "tflite", Backend: "tflite", MinAgentVersion: ">= 0.5.0, < 2.0.0"},
+		{ID: "old-agents", Format: "tflite", Backend: "tflite", MinAgentVersion: "< 0.5.0"},
+	}}
+	tfl := []DeviceBackend{{Name: "tflite", Available: true}}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				agent := fmt.Sprintf("0.%d.%d", (g+i)%9, i%3)
+				want := "old-agents"
+				if (g+i)%9 >= 5 {
+					want = "new-agents"
+				}
+				va, err := v.Resolve(Device{AgentVersion: agent, Backends: tfl})
+				if err != nil || va.ID != want {
+					errs <- fmt.Sprintf("agent %s: got %v %v, want %s", agent, va, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
