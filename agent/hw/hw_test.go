@@ -2,6 +2,7 @@ package hw
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"testing"
@@ -172,6 +173,36 @@ func TestEveryAgentArchHasAProfile(t *testing.T) {
 		p, err := Match(Facts{Arch: arch}, ps)
 		if err != nil || p.Name != "generic-"+arch {
 			t.Errorf("%s: %v, %v", arch, p, err)
+		}
+	}
+}
+
+func TestMatchPriority(t *testing.T) {
+	parse := func(name string, prio int) *profiles.Profile {
+		t.Helper()
+		p, err := profiles.Parse(name+".yaml", []byte(fmt.Sprintf("name: %s\npriority: %d\nmatch: {arch: [amd64], cpu_flags: [avx2]}\nbackends: [{name: tflite}]\nmodel_memory_mb: 1\nthreads: 1\n", name, prio)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ps, err := profiles.Builtin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipc := ProbeFS(os.DirFS("testdata/ipc-avx2"), "amd64")
+	for _, tt := range []struct {
+		extra []*profiles.Profile
+		want  string
+	}{
+		{nil, "x86-ipc-avx2"},
+		{[]*profiles.Profile{parse("zz-vendor-box", 40)}, "zz-vendor-box"}, // higher priority wins
+		{[]*profiles.Profile{parse("aa-same-prio", 30)}, "aa-same-prio"},   // a tie goes to the first name
+		{[]*profiles.Profile{parse("zz-low-prio", 10)}, "x86-ipc-avx2"},    // lower priority loses
+	} {
+		p, err := Match(ipc, append(append([]*profiles.Profile(nil), ps...), tt.extra...))
+		if err != nil || p.Name != tt.want {
+			t.Errorf("with %d extra: %v, %v; want %s", len(tt.extra), p.Name, err, tt.want)
 		}
 	}
 }
