@@ -293,3 +293,23 @@ func FuzzLoad(f *testing.F) {
 		_ = s.Run(context.Background(), ins, outs)
 	})
 }
+
+// A graph input that also carries data in the file must not have that
+// data (the caller's model bytes) overwritten by Run.
+func TestInputWithBufferLeavesModelBytes(t *testing.T) {
+	tm := fcModel()
+	tm.tensors[0].data = i8bytes([]int8{9, 9, 9, 9})
+	data := tm.encode()
+	orig := string(data)
+	m, err := open(t, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := asI8(run1(t, m, i8bytes([]int8{1, 2, 3, 4}))[0])
+	if got[0] != 1 || got[1] != 5 || got[2] != 8 {
+		t.Fatalf("got %v, want [1 5 8]", got)
+	}
+	if string(data) != orig {
+		t.Fatal("Run wrote into the model's bytes")
+	}
+}

@@ -189,6 +189,12 @@ func parse(b []byte) (g *graph, err error) {
 	if g.inputs, err = checkIdx(in, "subgraph inputs", false); err != nil {
 		return nil, err
 	}
+	for _, idx := range g.inputs {
+		// Run writes inputs into their buffers; an input that also has
+		// data in the file gets a buffer of its own so the model's
+		// constants stay read-only.
+		g.tensors[idx].data = nil
+	}
 	out, err := f.ints(sg, sgOutputs, "subgraph 0 outputs")
 	if err != nil {
 		return nil, err
