@@ -153,6 +153,7 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(a.brokerURL.String()).
 		SetClientID(a.id).
+		SetProtocolVersion(4). // MQTT 3.1.1, no fallback to 3.1
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
