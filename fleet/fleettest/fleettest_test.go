@@ -36,7 +36,12 @@ type device struct {
 	client  paho.Client
 	mu      sync.Mutex
 	conn    net.Conn
+	closed  sync.Once
 }
+
+// disconnect ends the session cleanly (no will). Calling it again (the
+// test, then its cleanup) does nothing, so only one paho teardown runs.
+func (d *device) disconnect() { d.closed.Do(func() { d.client.Disconnect(50) }) }
 
 func connectDevice(t *testing.T, brokerURL, id string, session uint64) *device {
 	t.Helper()
@@ -56,7 +61,7 @@ func connectDevice(t *testing.T, brokerURL, id string, session uint64) *device {
 	if tok := d.client.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
 		t.Fatalf("device %s: connect to %s: %v", id, brokerURL, tok.Error())
 	}
-	t.Cleanup(func() { d.client.Disconnect(100) })
+	t.Cleanup(d.disconnect)
 	return d
 }
 
@@ -310,7 +315,7 @@ func checkNoLeaks(t *testing.T, brokerURL string) {
 		d := connectDevice(t, f.MQTTURL, id, 1)
 		d.hello(t, nil)
 		f.WaitDevice(t, id, wait, online) // through an external broker, applied after the PUBACK
-		d.client.Disconnect(50)
+		d.disconnect()
 	}
 	var list api.DeviceList
 	f.GetJSON(t, "/api/v1/devices", &list)
