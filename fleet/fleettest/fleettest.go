@@ -1,6 +1,17 @@
 // Package fleettest starts real fleet servers, and a real Mosquitto, for
 // tests: everything on loopback with free ports and temporary data dirs,
 // ready when returned and stopped at the end of the test.
+//
+//	f := fleettest.Start(t)                          // embedded broker
+//	// connect devices to f.MQTTURL, then:
+//	f.WaitDevice(t, "gw-1", 10*time.Second, func(d store.Device) bool { return d.Online })
+//
+//	m := fleettest.StartMosquitto(t)                 // Debian's mosquitto
+//	f := fleettest.Start(t, fleettest.WithMQTTURL(m.URL))
+//	m.Stop(); m.Restart()                            // an outage, same port
+//
+// Waits re-check on every inventory change (Inventory().Changed) instead of
+// polling.
 package fleettest
 
 import (
