@@ -16,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	protobuf "google.golang.org/protobuf/proto"
+
 	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/store"
 	"github.com/edgefleet/edgefleet/proto"
@@ -25,6 +28,7 @@ import (
 type Inventory interface {
 	List(ctx context.Context, q inventory.Query) (inventory.Page, error)
 	Device(ctx context.Context, id string) (store.Device, error)
+	Telemetry(ctx context.Context, id string, limit int) ([]store.Window, error)
 }
 
 // Options configure the API.
@@ -75,6 +79,7 @@ func New(opts Options) *API {
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/devices", a.listDevices)
 	mux.HandleFunc("GET /api/v1/devices/{id}", a.getDevice)
+	mux.HandleFunc("GET /api/v1/devices/{id}/telemetry", a.getTelemetry)
 	mux.HandleFunc("GET /api/v1/stats", a.getStats)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
@@ -305,6 +310,79 @@ func (a *API) getStats(w http.ResponseWriter, _ *http.Request) {
 		st.Broker = map[string]int64{}
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// TelemetryList is the body of GET /api/v1/devices/{id}/telemetry.
+type TelemetryList struct {
+	Windows []TelemetryWindow `json:"windows"`
+}
+
+// TelemetryWindow is one stored window: when it arrived and what the
+// device sent, in the protobuf JSON mapping of proto.TelemetryWindow.
+type TelemetryWindow struct {
+	Seq      uint64          `json:"seq"`
+	Received string          `json:"received"`
+	Window   json.RawMessage `json:"window"`
+}
+
+// Default and largest number of windows one telemetry request returns.
+const (
+	DefaultTelemetryLimit = 100
+	MaxTelemetryLimit     = 1000
+)
+
+func (a *API) getTelemetry(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := proto.ValidateDeviceID(id); err != nil {
+		writeJSON(w, http.StatusBadRequest, Error{Error: err.Error(), Param: "id"})
+		return
+	}
+	limit := DefaultTelemetryLimit
+	for key := range r.URL.Query() {
+		if key != "limit" {
+			writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("unknown query parameter %q; known is limit", clip(key)), Param: clip(key)})
+			return
+		}
+	}
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxTelemetryLimit {
+			writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("limit %q is not a number from 1 to %d", clip(s), MaxTelemetryLimit), Param: "limit"})
+			return
+		}
+		limit = n
+	}
+	if _, err := a.inv.Device(r.Context(), id); err != nil {
+		if errors.Is(err, inventory.ErrNotFound) {
+			writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no device with id %q", id)})
+			return
+		}
+		a.internal(w, r, err)
+		return
+	}
+	ws, err := a.inv.Telemetry(r.Context(), id, limit)
+	if err != nil {
+		a.internal(w, r, err)
+		return
+	}
+	out := TelemetryList{Windows: make([]TelemetryWindow, 0, len(ws))}
+	for _, win := range ws {
+		// Stored windows passed Decode when they arrived; decode again
+		// without the validation of this build's rules, which may be
+		// stricter than those of the build that stored them.
+		var m proto.TelemetryWindow
+		if err := protobuf.Unmarshal(win.Payload, &m); err != nil {
+			a.log.Warn("stored telemetry window does not decode; skipped", "device", id, "seq", win.Seq, "error", err)
+			continue
+		}
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&m)
+		if err != nil {
+			a.internal(w, r, err)
+			return
+		}
+		out.Windows = append(out.Windows, TelemetryWindow{Seq: win.Seq, Received: formatTime(win.Received), Window: b})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -205,3 +205,45 @@ func TestStatsWithoutSource(t *testing.T) {
 		t.Fatalf("stats without a source = %d", code)
 	}
 }
+
+func TestTelemetry(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t, store.Options{})
+	inv, err := inventory.New(ctx, st, inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		w := &proto.TelemetryWindow{ProtocolVersion: 1, DeviceId: "gw-t", Seq: seq, StartUnixMs: 1, EndUnixMs: 2,
+			Models: []*proto.ModelStats{{Name: "kws", Version: "1.0.0", Requests: 10 * seq, P95Ms: 4.5}}}
+		if err := inv.Handle(ctx, "gw-t", proto.Topic("gw-t", proto.KindTelemetry), proto.MustEncode(w)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer(api.New(api.Options{Inventory: inv}).Handler())
+	defer srv.Close()
+	var list api.TelemetryList
+	if code := get(t, srv, "/api/v1/devices/gw-t/telemetry?limit=2", &list); code != 200 || len(list.Windows) != 2 {
+		t.Fatalf("telemetry: %d %+v", code, list)
+	}
+	last := list.Windows[1]
+	var w struct {
+		Seq    string `json:"seq"`
+		Models []struct {
+			Requests string  `json:"requests"`
+			P95      float64 `json:"p95_ms"`
+		} `json:"models"`
+	}
+	if err := json.Unmarshal(last.Window, &w); err != nil || last.Seq != 5 || w.Seq != "5" || w.Models[0].Requests != "50" || w.Models[0].P95 != 4.5 || last.Received == "" {
+		t.Fatalf("last window %+v / %s: %v", last, last.Window, err)
+	}
+	var e api.Error
+	if code := get(t, srv, "/api/v1/devices/gw-none/telemetry", &e); code != 404 || !strings.Contains(e.Error, "gw-none") {
+		t.Fatalf("missing device: %d %+v", code, e)
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "since=1"} {
+		if code := get(t, srv, "/api/v1/devices/gw-t/telemetry?"+q, &e); code != 400 || e.Param == "" {
+			t.Errorf("?%s: %d %+v", q, code, e)
+		}
+	}
+}
