@@ -12,6 +12,7 @@ package registry
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -167,7 +168,7 @@ func (r *Registry) enter() (func(), error) {
 
 // PublicKey is the manifest verification key to hand to agents at
 // enrolment/hello.
-func (r *Registry) PublicKey() []byte { return r.key.Public() }
+func (r *Registry) PublicKey() ed25519.PublicKey { return r.key.Public() }
 
 // KeyID is proto.KeyID of PublicKey.
 func (r *Registry) KeyID() string { return r.key.ID() }
@@ -187,6 +188,17 @@ func (r *Registry) Publish(ctx context.Context, name string, req PublishRequest)
 	}
 	defer leave()
 
+	// Bound the store lookups below before anything else: the request is
+	// the publisher's, and each blob it names costs a Stat.
+	if n := len(req.Variants); n > MaxVariants {
+		return nil, false, fieldErr("variants", "has %d entries, limit %d", n, MaxVariants)
+	}
+	for i, s := range req.Variants {
+		if st := s.SelfTest; st != nil && (len(st.Inputs) > proto.MaxSelfTestTensors || len(st.ExpectedOutputs) > proto.MaxSelfTestTensors) {
+			return nil, false, fieldErr(fmt.Sprintf("variants[%d].self_test", i), "has %d inputs and %d expected outputs, limit %d each",
+				len(st.Inputs), len(st.ExpectedOutputs), proto.MaxSelfTestTensors)
+		}
+	}
 	req = cloneRequest(req)
 	// Fill in sizes from the store and make sure every blob is there
 	// before anything is signed.

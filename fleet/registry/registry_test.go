@@ -270,6 +270,9 @@ func TestPublishValidation(t *testing.T) {
 		{"variants[0].self_test.tolerance", "m", func(p *PublishRequest) {
 			p.Variants[0].SelfTest = &proto.SelfTest{Inputs: []proto.ArtifactRef{in}, Tolerance: -1}
 		}},
+		{"variants[0].self_test", "m", func(p *PublishRequest) {
+			p.Variants[0].SelfTest = &proto.SelfTest{Inputs: make([]proto.ArtifactRef, proto.MaxSelfTestTensors+1)}
+		}},
 		{"lineage.source_commit", "m", func(p *PublishRequest) { p.Lineage.SourceCommit = "HEAD" }},
 		{"lineage.notes", "m", func(p *PublishRequest) { p.Lineage.Notes = strings.Repeat("n", proto.MaxNotesBytes+1) }},
 	}
