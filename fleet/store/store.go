@@ -109,6 +109,12 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// DB returns the bbolt handle, for components that keep their own
+// top-level buckets in the same file (the registry, the rollout engine) so
+// the server holds one file and one lock. They must not touch this
+// package's buckets, and must not close the handle: Close does.
+func (s *Store) DB() *bolt.DB { return s.db }
+
 // Path is the database file's path.
 func (s *Store) Path() string { return s.path }
 
