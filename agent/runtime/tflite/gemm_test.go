@@ -26,9 +26,15 @@ func TestGemmPaths(t *testing.T) {
 				b[i] = -255
 			}
 		}
-		want, got := make([]int32, m*n), make([]int32, m*n)
-		gemmI16Go(a, m, b, n, k, want)
+		want, got, two := make([]int32, m*n), make([]int32, m*n), make([]int32, m*n)
+		gemmI16Plain(a, m, b, n, k, want)
 		gemmI16(a, m, b, n, k, got)
+		gemmI16Go(a, m, b, n, k, two)
+		for i := range want {
+			if two[i] != want[i] {
+				t.Fatalf("m=%d n=%d k=%d: two-lane kernel gives %d at %d, plain %d", m, n, k, two[i], i, want[i])
+			}
+		}
 		for i := range want {
 			if got[i] != want[i] {
 				t.Fatalf("m=%d n=%d k=%d: element %d is %d, portable kernel gives %d", m, n, k, i, got[i], want[i])
@@ -56,6 +62,7 @@ func benchGemm(b *testing.B, f func([]int16, int, []int16, int, int, []int32)) {
 // pointwise-convolution block (16 pixels, 96 channels, depth 160).
 func BenchmarkGemm(b *testing.B) {
 	b.Run("portable", func(b *testing.B) { benchGemm(b, gemmI16Go) })
+	b.Run("plain", func(b *testing.B) { benchGemm(b, gemmI16Plain) })
 	for name, f := range vectorGemms() {
 		b.Run(name, func(b *testing.B) { benchGemm(b, f) })
 	}
