@@ -128,6 +128,10 @@ type binaryOp struct {
 	xma, xmb int32
 	xshift   uint
 	rmul     requant // MUL
+	// Reference ADD/SUB: each input's scaled value depends on its 8-bit
+	// value alone, so it is tabulated (indexed by the raw byte); SUB
+	// stores the second table negated.
+	lutA, lutB *[256]int32
 }
 
 // Options slot of the fused activation in AddOptions, SubOptions,
@@ -221,6 +225,18 @@ func prepareBinary(c *prepCtx) (kernel, error) {
 		k.ra = newRequant(float64(sa)/twiceMax, single)
 		k.rb = newRequant(float64(sb)/twiceMax, single)
 		k.ro = newRequant(twiceMax/float64(float32(1<<20)*so), single)
+		k.lutA, k.lutB = new([256]int32), new([256]int32)
+		for v := range 256 {
+			x := int32(v)
+			if a.dtype == runtime.Int8 {
+				x = int32(int8(v))
+			}
+			k.lutA[v] = k.ra.apply((x - k.za) << 20)
+			k.lutB[v] = k.rb.apply((x - k.zb) << 20)
+			if code == opSub {
+				k.lutB[v] = -k.lutB[v]
+			}
+		}
 	case opMul:
 		k.rmul = c.arith.rescale(sa, sb, so)
 	case opMaximum, opMinimum:
@@ -296,12 +312,7 @@ func binaryQ[T int8 | uint8](k *binaryOp, a, b, o []T) {
 			case k.xnn:
 				v = (k.xbias+x*k.xma+y*k.xmb)>>k.xshift + k.zo
 			case k.code == opAdd || k.code == opSub:
-				sx := k.ra.apply((x - k.za) << 20)
-				sy := k.rb.apply((y - k.zb) << 20)
-				if k.code == opSub {
-					sy = -sy
-				}
-				v = k.ro.apply(sx+sy) + k.zo
+				v = k.ro.apply(k.lutA[uint8(x)]+k.lutB[uint8(y)]) + k.zo
 			case k.code == opMul:
 				v = k.rmul.apply((x-k.za)*(y-k.zb)) + k.zo
 			case k.code == opMaximum:
@@ -325,13 +336,9 @@ func addSame[T int8 | uint8](k *binaryOp, a, b, o []T) {
 		}
 		return
 	}
+	la, lb := k.lutA, k.lutB
 	for i, x := range a {
-		sx := k.ra.apply((int32(x) - k.za) << 20)
-		sy := k.rb.apply((int32(b[i]) - k.zb) << 20)
-		if k.code == opSub {
-			sy = -sy
-		}
-		v := k.ro.apply(sx+sy) + k.zo
+		v := k.ro.apply(la[uint8(x)]+lb[uint8(b[i])]) + k.zo
 		o[i] = T(min(max(v, k.lo), k.hi))
 	}
 }
