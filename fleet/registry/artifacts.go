@@ -32,6 +32,16 @@ type Presigner interface {
 	PresignGet(ctx context.Context, sha256 string, expiry time.Duration) (*url.URL, error)
 }
 
+// Sweeper is implemented by stores whose unreferenced blobs the registry
+// can remove (Registry.SweepArtifacts).
+type Sweeper interface {
+	// Walk calls fn for every stored blob with the last time it was
+	// stored (a Put of bytes already there counts as storing them again).
+	Walk(ctx context.Context, fn func(sha256 string, stored time.Time) error) error
+	// Delete removes a blob; a missing blob is not an error.
+	Delete(ctx context.Context, sha256 string) error
+}
+
 // PutOptions bound and check an upload.
 type PutOptions struct {
 	// Limit is the largest accepted size in bytes; 0 means the store's

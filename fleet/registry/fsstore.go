@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/edgefleet/edgefleet/proto"
 )
@@ -122,7 +123,13 @@ func (s *FSStore) Put(ctx context.Context, r io.Reader, opts PutOptions) (proto.
 	}
 	dst := s.path(ref.SHA256)
 	if _, err := os.Stat(dst); err == nil {
-		return ref, nil // same bytes are already stored
+		// Same bytes already stored. Mark them fresh so a sweep's grace
+		// period protects them until the publish this upload is for.
+		now := time.Now()
+		if err := os.Chtimes(dst, now, now); err != nil {
+			return proto.ArtifactRef{}, fmt.Errorf("refresh stored artifact: %w", err)
+		}
+		return ref, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return proto.ArtifactRef{}, fmt.Errorf("create artifact directory: %w", err)
@@ -174,6 +181,40 @@ func (s *FSStore) Open(ctx context.Context, sha string) (Blob, error) {
 	return Blob{ReadSeekCloser: f, Size: st.Size(), ModTime: st.ModTime()}, nil
 }
 
+// Walk implements Sweeper.
+func (s *FSStore) Walk(ctx context.Context, fn func(string, time.Time) error) error {
+	return filepath.WalkDir(filepath.Join(s.dir, "sha256"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !proto.ValidSHA256(d.Name()) {
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		return fn(d.Name(), info.ModTime())
+	})
+}
+
+// Delete implements Sweeper.
+func (s *FSStore) Delete(ctx context.Context, sha string) error {
+	if !proto.ValidSHA256(sha) {
+		return fmt.Errorf("%w: %q is not a sha256", ErrArtifactNotFound, truncate(sha))
+	}
+	if err := os.Remove(s.path(sha)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete artifact: %w", err)
+	}
+	return nil
+}
+
 // ctxReader stops a long copy when the request is cancelled.
 type ctxReader struct {
 	ctx context.Context
@@ -187,4 +228,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-var _ ArtifactStore = (*FSStore)(nil)
+var (
+	_ ArtifactStore = (*FSStore)(nil)
+	_ Sweeper       = (*FSStore)(nil)
+)

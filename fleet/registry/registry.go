@@ -74,6 +74,10 @@ type Registry struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	// sweepMu keeps SweepArtifacts (writer) from deleting a blob between a
+	// Publish (reader) finding it and recording the version naming it.
+	sweepMu sync.RWMutex
 }
 
 // Open opens the registry, creating its signing key, buckets and artifact
@@ -199,6 +203,8 @@ func (r *Registry) Publish(ctx context.Context, name string, req PublishRequest)
 				len(st.Inputs), len(st.ExpectedOutputs), proto.MaxSelfTestTensors)
 		}
 	}
+	r.sweepMu.RLock()
+	defer r.sweepMu.RUnlock()
 	req = cloneRequest(req)
 	// Fill in sizes from the store and make sure every blob is there
 	// before anything is signed.
@@ -453,4 +459,61 @@ func (r *Registry) Resolve(ctx context.Context, name, ver string, d Device) (*Ve
 		return v, nil, err
 	}
 	return v, variant, nil
+}
+
+// SweepArtifacts removes blobs that no published version names and that
+// were last stored more than grace ago. Uploads awaiting their publish
+// (POST /api/v1/artifacts, then the JSON publish) are younger than grace;
+// blobs left by publishes that failed are not. Stores that are not a
+// Sweeper are left alone (removed=0). Publishes wait while a sweep runs.
+func (r *Registry) SweepArtifacts(ctx context.Context, grace time.Duration) (removed int, err error) {
+	leave, err := r.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer leave()
+	sw, ok := r.artifacts.(Sweeper)
+	if !ok {
+		return 0, nil
+	}
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	used := map[string]bool{}
+	err = r.db.View(func(tx *bolt.Tx) error {
+		_, versions := buckets(tx)
+		return versions.ForEach(func(k, raw []byte) error {
+			var v Version
+			if err := jsonUnmarshal(raw, &v, k); err != nil {
+				return err
+			}
+			for i := range v.Variants {
+				spec := v.Variants[i].spec()
+				for _, nr := range spec.artifactPtrs("") {
+					used[nr.ref.SHA256] = true
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("collect referenced artifacts: %w", err)
+	}
+	cutoff := r.opts.Now().Add(-grace)
+	err = sw.Walk(ctx, func(sha string, stored time.Time) error {
+		if used[sha] || stored.After(cutoff) {
+			return nil
+		}
+		if err := sw.Delete(ctx, sha); err != nil {
+			return err
+		}
+		removed++
+		return nil
+	})
+	if removed > 0 {
+		r.log.Info("removed unreferenced artifacts", "count", removed, "grace", grace)
+	}
+	if err != nil {
+		return removed, fmt.Errorf("sweep artifacts: %w", err)
+	}
+	return removed, nil
 }

@@ -518,3 +518,47 @@ func TestConcurrentPublish(t *testing.T) {
 		t.Fatalf("%d publishers created the version, want exactly 1", createdN)
 	}
 }
+
+func TestSweepArtifacts(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	r := openTest(t, Options{DataDir: dir})
+	model := put(t, r, blob("model", 500))
+	input := put(t, r, blob("input", 8))
+	orphan := put(t, r, blob("orphan", 700))
+	req := request("1.0.0", model)
+	req.Variants[0].SelfTest = &proto.SelfTest{Inputs: []proto.ArtifactRef{input}}
+	if _, _, err := r.Publish(ctx, "m", req); err != nil {
+		t.Fatal(err)
+	}
+	// Everything is fresh: an hour's grace keeps it all.
+	if n, err := r.SweepArtifacts(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("sweep with grace: removed %d, %v", n, err)
+	}
+	// Age every blob; only the orphan goes.
+	old := time.Now().Add(-2 * time.Hour)
+	for _, ref := range []proto.ArtifactRef{model, input, orphan} {
+		p := filepath.Join(dir, "artifacts", "sha256", ref.SHA256[:2], ref.SHA256)
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Uploading the orphan's bytes again makes it fresh (a publish is
+	// about to name it), so it survives this sweep.
+	put(t, r, blob("orphan", 700))
+	if n, err := r.SweepArtifacts(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("sweep after re-upload: removed %d, %v", n, err)
+	}
+	n, err := r.SweepArtifacts(ctx, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("sweep: removed %d, %v; want the orphan only", n, err)
+	}
+	if _, err := r.Artifacts().Stat(ctx, orphan.SHA256); !errors.Is(err, ErrArtifactNotFound) {
+		t.Fatalf("orphan still stored: %v", err)
+	}
+	for _, ref := range []proto.ArtifactRef{model, input} {
+		if _, err := r.Artifacts().Stat(ctx, ref.SHA256); err != nil {
+			t.Fatalf("referenced blob %s removed: %v", ref.SHA256[:12], err)
+		}
+	}
+}
