@@ -313,3 +313,18 @@ func TestInputWithBufferLeavesModelBytes(t *testing.T) {
 		t.Fatal("Run wrote into the model's bytes")
 	}
 }
+
+func TestBadRoundingSetting(t *testing.T) {
+	b := New(runtime.Config{Settings: map[string]string{"rounding": "dobule"}})
+	if err := b.Available(); !errors.Is(err, runtime.ErrUnavailable) || !strings.Contains(err.Error(), "dobule") {
+		t.Fatalf("Available: %v", err)
+	}
+	if _, err := b.Open(context.Background(), fcModel().encode(), runtime.Options{}); err == nil {
+		t.Fatal("Open succeeded with a bad setting")
+	}
+	for _, r := range []string{"", "double", "single", "litert"} {
+		if err := New(runtime.Config{Settings: map[string]string{"rounding": r}}).Available(); err != nil {
+			t.Fatalf("rounding=%q: %v", r, err)
+		}
+	}
+}

@@ -2,12 +2,16 @@
 // interpreter for TensorFlow Lite flatbuffers that runs on every gateway,
 // with no native library, as a static binary.
 //
-// Quantized kernels follow TFLite's integer arithmetic exactly (fixed-point
-// multipliers, double rounding by default as TFLite Micro does; set
-// Config.Settings["rounding"] = "single" for TFLITE_SINGLE_ROUNDING
-// behaviour), so int8 models give the same bytes as TFLite. A model is read
-// and checked once at Open, every tensor is placed in one arena by a static
-// plan, and inference allocates nothing.
+// Quantized kernels reproduce a real runtime's integer arithmetic bit for
+// bit, chosen by Config.Settings["rounding"]: TFLite's reference kernels
+// with double rounding as TFLite Micro builds them (the default), the same
+// with TFLITE_SINGLE_ROUNDING ("single"), or what LiteRT runs on CPUs
+// ("litert": XNNPACK's float32 requantization), which gives LiteRT's
+// outputs byte for byte. A model is read and checked once at Open, every
+// tensor is placed in one arena by a static plan, and inference allocates
+// nothing. On amd64 with AVX2 or AVX-512 VNNI the hot kernels run in
+// assembly; the portable Go kernels are always built and are the reference
+// the vector ones are tested against.
 //
 // Operators live in one file per family and register a prepare function in
 // a table keyed by builtin code (see registerOp); adding an operator means
@@ -42,6 +46,8 @@ const DefaultArenaLimit = 512 << 20
 type Backend struct {
 	arith  arith
 	logger *slog.Logger
+	// badSetting explains a configuration the engine cannot honour.
+	badSetting error
 }
 
 // New returns the engine configured by cfg. Settings["rounding"] selects
@@ -51,11 +57,14 @@ type Backend struct {
 // default: XNNPACK's float32 requantization; matches LiteRT byte for byte).
 func New(cfg runtime.Config) *Backend {
 	b := &Backend{logger: cfg.Logger}
-	switch cfg.Settings["rounding"] {
+	switch r := cfg.Settings["rounding"]; r {
+	case "", "double":
 	case "single":
 		b.arith = arithSingle
 	case "litert":
 		b.arith = arithLiteRT
+	default:
+		b.badSetting = fmt.Errorf("%w: tflite setting rounding=%q: want double, single or litert", runtime.ErrUnavailable, r)
 	}
 	if b.logger == nil {
 		b.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -67,14 +76,18 @@ func (b *Backend) Name() string      { return "tflite" }
 func (b *Backend) Version() string   { return Version }
 func (b *Backend) Formats() []string { return []string{"tflite"} }
 
-// Available is always nil: the engine is pure Go.
-func (b *Backend) Available() error { return nil }
+// Available is nil unless the configuration is invalid: the engine is pure
+// Go and runs everywhere.
+func (b *Backend) Available() error { return b.badSetting }
 
 // Open parses, checks and plans a model. The returned Model keeps
 // references into data.
 func (b *Backend) Open(ctx context.Context, data []byte, opts runtime.Options) (runtime.Model, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if b.badSetting != nil {
+		return nil, b.badSetting
 	}
 	g, err := parse(data)
 	if err != nil {
@@ -94,7 +107,10 @@ func (b *Backend) Open(ctx context.Context, data []byte, opts runtime.Options) (
 	if int64(m.arenaSize) > limit {
 		return nil, fmt.Errorf("%w: the model needs %d bytes of working memory, the limit is %d", runtime.ErrArenaLimit, m.arenaSize, limit)
 	}
-	m.logger.Debug("tflite model opened", "operators", len(g.ops), "tensors", len(g.tensors), "arena_bytes", m.arenaSize)
+	m.logger.Debug("tflite model opened", "operators", len(g.ops), "tensors", len(g.tensors), "arena_bytes", m.arenaSize, "macs", m.macs)
+	if opts.Threads > 1 {
+		m.logger.Debug("tflite runs each inference on one thread", "threads_requested", opts.Threads)
+	}
 	return m, nil
 }
 
