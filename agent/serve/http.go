@@ -103,6 +103,7 @@ type parsed struct {
 }
 
 func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
 	name := r.PathValue("name")
 	m, err := s.Model(name)
 	if err != nil {
@@ -139,7 +140,7 @@ func (s *Server) handleInfer(w http.ResponseWriter, r *http.Request) {
 			// the version that runs it.
 			if err = checkRequest(m, inputs, p.quantize); err == nil {
 				var res *Result
-				res, err = s.Infer(r.Context(), name, inputs, InferOptions{Deadline: p.deadline, Quantize: p.quantize, Dequantize: p.dequantize})
+				res, err = s.Infer(r.Context(), name, inputs, InferOptions{Deadline: p.deadline, Quantize: p.quantize, Dequantize: p.dequantize, Arrived: arrived})
 				if err == nil {
 					writeResult(w, name, res, p.binary)
 					return

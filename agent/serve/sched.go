@@ -21,6 +21,9 @@ type InferOptions struct {
 	Quantize bool
 	// Dequantize asks for quantized outputs as float32.
 	Dequantize bool
+	// Arrived is when the request arrived, which the deadline counts from;
+	// zero means now. The HTTP API sets it before reading the body.
+	Arrived time.Time
 }
 
 // Result is the answer to one request.
@@ -210,18 +213,23 @@ func (s *Server) Infer(ctx context.Context, model string, inputs []runtime.Tenso
 		return nil, fmt.Errorf("%w: %q", ErrUnknownModel, model)
 	}
 	now := time.Now()
+	arrived := opts.Arrived
+	if arrived.IsZero() || arrived.After(now) {
+		arrived = now
+	}
 	deadline := opts.Deadline
 	if deadline <= 0 {
 		deadline = s.opts.DefaultDeadline
 	}
 	deadline = min(deadline, s.opts.MaxDeadline)
-	if d, ok := ctx.Deadline(); ok && d.Sub(now) < deadline {
-		deadline = d.Sub(now)
+	due := arrived.Add(deadline)
+	if d, ok := ctx.Deadline(); ok && d.Before(due) {
+		due = d
 	}
 	r := &request{
 		model: model, inputs: inputs, rows: rowsOf(inputs),
 		quantize: opts.Quantize, dequantize: opts.Dequantize,
-		enqueued: now, deadline: now.Add(deadline), done: make(chan struct{}),
+		enqueued: now, deadline: due, done: make(chan struct{}),
 	}
 	target := e
 	if v := e.degradeTo(now); v != nil {

@@ -59,8 +59,12 @@ type loadReport struct {
 	P99         time.Duration `json:"p99_ns"`
 	Max         time.Duration `json:"max_ns"`
 	// ServerCompute is the median compute time the server reported;
-	// MeanBatch the mean batch size of successful requests.
+	// ServerP50 and ServerP99 are of queue wait plus compute, the time the
+	// server accounts for (the rest is HTTP and the callers' scheduling);
+	// MeanBatch is the mean batch size of successful requests.
 	ServerCompute time.Duration `json:"server_compute_p50_ns"`
+	ServerP50     time.Duration `json:"server_p50_ns"`
+	ServerP99     time.Duration `json:"server_p99_ns"`
 	MeanBatch     float64       `json:"mean_batch"`
 	FirstError    string        `json:"first_error,omitempty"`
 }
@@ -146,7 +150,7 @@ func loadtest(ctx context.Context, cfg loadtestConfig) (loadReport, error) {
 		return rep, fmt.Errorf("first request: %w", err)
 	}
 
-	type sample struct{ lat, compute time.Duration }
+	type sample struct{ lat, compute, server time.Duration }
 	var (
 		mu       sync.Mutex
 		samples  []sample
@@ -175,7 +179,7 @@ func loadtest(ctx context.Context, cfg loadtestConfig) (loadReport, error) {
 					batchSum += int64(res.Batch)
 					skip++
 					if len(samples) < maxLoadSamples || skip%2 == 0 {
-						samples = append(samples, sample{lat, res.Compute})
+						samples = append(samples, sample{lat, res.Compute, res.Queue + res.Compute})
 					}
 				case errors.Is(err, client.ErrBusy):
 					var ce *client.Error
@@ -209,11 +213,14 @@ func loadtest(ctx context.Context, cfg loadtestConfig) (loadReport, error) {
 	}
 	lats := make([]time.Duration, len(samples))
 	comps := make([]time.Duration, len(samples))
+	servs := make([]time.Duration, len(samples))
 	for i, s := range samples {
-		lats[i], comps[i] = s.lat, s.compute
+		lats[i], comps[i], servs[i] = s.lat, s.compute, s.server
 	}
 	slices.Sort(lats)
 	slices.Sort(comps)
+	slices.Sort(servs)
+	rep.ServerP50, rep.ServerP99 = quantile(servs, 0.50), quantile(servs, 0.99)
 	rep.P50, rep.P95, rep.P99 = quantile(lats, 0.50), quantile(lats, 0.95), quantile(lats, 0.99)
 	if n := len(lats); n > 0 {
 		rep.Max = lats[n-1]
@@ -296,7 +303,7 @@ func printLoadReport(w io.Writer, r loadReport) {
 	fmt.Fprintf(w, "requests %d: ok %d, rejected (429) %d, expired %d, errors %d\n", r.Requests, r.OK, r.Rejected, r.Expired, r.Errors)
 	fmt.Fprintf(w, "throughput %.1f/s\n", r.Throughput)
 	fmt.Fprintf(w, "latency p50 %s  p95 %s  p99 %s  max %s\n", ms(r.P50), ms(r.P95), ms(r.P99), ms(r.Max))
-	fmt.Fprintf(w, "server compute p50 %s, mean batch %.2f\n", ms(r.ServerCompute), r.MeanBatch)
+	fmt.Fprintf(w, "server queue+compute p50 %s  p99 %s; compute p50 %s; mean batch %.2f\n", ms(r.ServerP50), ms(r.ServerP99), ms(r.ServerCompute), r.MeanBatch)
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "first error: %s\n", r.FirstError)
 	}
