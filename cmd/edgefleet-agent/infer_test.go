@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgefleet/edgefleet/agent/runtime"
 )
 
 // sharedModel returns a shared model folder, skipping when the shared
@@ -123,5 +125,16 @@ func TestPercentile(t *testing.T) {
 		if got := percentile(d, p); got != want {
 			t.Errorf("p%v = %v, want %v", p, got, want)
 		}
+	}
+}
+
+func TestTensorForDynamic(t *testing.T) {
+	info := runtime.TensorInfo{Name: "x", DType: runtime.Float32, Shape: []int{-1, 3}}
+	tt, err := tensorFor(info, make([]byte, 4*6), "in")
+	if err != nil || tt.Shape[0] != 2 || tt.Shape[1] != 3 {
+		t.Fatalf("got %v, %v; want shape [2 3]", tt.Shape, err)
+	}
+	if _, err := tensorFor(info, make([]byte, 4*5), "in"); err == nil {
+		t.Fatal("20 bytes accepted for rows of 3 float32")
 	}
 }
