@@ -151,6 +151,16 @@ func (s *S3Store) Put(ctx context.Context, r io.Reader, opts PutOptions) (proto.
 		return proto.ArtifactRef{}, fmt.Errorf("%w: received %d bytes, the upload declared %d", ErrDigestMismatch, n, opts.Size)
 	}
 	if _, err := s.Stat(ctx, ref.SHA256); err == nil {
+		// Same bytes already stored. Copy the object onto itself to renew
+		// its LastModified, so a sweep's grace period protects it until
+		// the publish this upload is for.
+		_, err := s.c.CopyObject(ctx,
+			minio.CopyDestOptions{Bucket: s.bucket, Object: s.key(ref.SHA256), ReplaceMetadata: true,
+				UserMetadata: map[string]string{"Stored": time.Now().UTC().Format(time.RFC3339Nano)}},
+			minio.CopySrcOptions{Bucket: s.bucket, Object: s.key(ref.SHA256)})
+		if err != nil {
+			return proto.ArtifactRef{}, fmt.Errorf("refresh stored artifact in S3: %w", err)
+		}
 		return ref, nil
 	} else if !errors.Is(err, ErrArtifactNotFound) {
 		return proto.ArtifactRef{}, err
@@ -217,6 +227,35 @@ func (s *S3Store) PresignGet(ctx context.Context, sha string, expiry time.Durati
 	return u, nil
 }
 
+// Walk implements Sweeper over the objects under <prefix>sha256/.
+func (s *S3Store) Walk(ctx context.Context, fn func(string, time.Time) error) error {
+	prefix := s.opts.Prefix + "sha256/"
+	for o := range s.c.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return fmt.Errorf("list artifacts in S3: %w", o.Err)
+		}
+		sha := strings.TrimPrefix(o.Key, prefix)
+		if !proto.ValidSHA256(sha) {
+			continue
+		}
+		if err := fn(sha, o.LastModified); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Delete implements Sweeper.
+func (s *S3Store) Delete(ctx context.Context, sha string) error {
+	if !proto.ValidSHA256(sha) {
+		return fmt.Errorf("%w: %q is not a sha256", ErrArtifactNotFound, truncate(sha))
+	}
+	if err := s.c.RemoveObject(ctx, s.bucket, s.key(sha), minio.RemoveObjectOptions{}); err != nil && !isNoSuchKey(err) {
+		return fmt.Errorf("delete artifact in S3: %w", err)
+	}
+	return nil
+}
+
 // String names the store for logs.
 func (s *S3Store) String() string {
 	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.opts.Prefix, "/")
@@ -225,4 +264,5 @@ func (s *S3Store) String() string {
 var (
 	_ ArtifactStore = (*S3Store)(nil)
 	_ Presigner     = (*S3Store)(nil)
+	_ Sweeper       = (*S3Store)(nil)
 )

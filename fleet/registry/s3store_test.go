@@ -281,6 +281,60 @@ func TestS3Store(t *testing.T) {
 		s.c.RemoveObject(ctx, weedBucket, "edgefleet/uploads/probe", minio.RemoveObjectOptions{})
 	})
 
+	t.Run("sweep", func(t *testing.T) {
+		r := openTest(t, Options{Artifacts: s})
+		kept := blob("kept", 1000)
+		orphan := blob("orphan", 1000)
+		keptRef, err := s.Put(ctx, bytes.NewReader(kept), PutOptions{Size: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		orphanRef, err := s.Put(ctx, bytes.NewReader(orphan), PutOptions{Size: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.c.StatObject(ctx, weedBucket, s.key(orphanRef.SHA256), minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Re-uploading renews LastModified (S3 keeps it in whole seconds).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := s.Put(ctx, bytes.NewReader(orphan), PutOptions{Size: -1}); err != nil {
+				t.Fatalf("re-upload: %v", err)
+			}
+			again, err := s.c.StatObject(ctx, weedBucket, s.key(orphanRef.SHA256), minio.StatObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.LastModified.After(info.LastModified) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("re-upload did not renew LastModified (%v)", again.LastModified)
+			}
+			time.Sleep(200 * time.Millisecond) // LastModified has one-second resolution
+		}
+		if _, _, err := r.Publish(ctx, "swept", request("1.0.0", keptRef)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := r.SweepArtifacts(ctx, time.Hour); err != nil || n != 0 {
+			t.Fatalf("sweep with an hour's grace: removed %d, %v", n, err)
+		}
+		// Grace -1 h puts the cutoff in the future: only references protect.
+		// The other subtests' blobs go too; this subtest runs after them.
+		n, err := r.SweepArtifacts(ctx, -time.Hour)
+		if err != nil || n < 1 {
+			t.Fatalf("sweep: removed %d, %v", n, err)
+		}
+		if _, err := s.Stat(ctx, orphanRef.SHA256); !errors.Is(err, ErrArtifactNotFound) {
+			t.Fatalf("orphan still stored: %v", err)
+		}
+		if _, err := s.Stat(ctx, keptRef.SHA256); err != nil {
+			t.Fatalf("referenced blob removed: %v", err)
+		}
+	})
+
 	t.Run("registry over S3: redirect, Range resume, tamper, expiry", func(t *testing.T) {
 		r := openTest(t, Options{Artifacts: s, PresignExpiry: time.Minute, MaxArtifactBytes: 8 << 20})
 		srv := serve(t, r)
