@@ -299,6 +299,8 @@ func TestS3Store(t *testing.T) {
 		}
 		// Re-uploading renews LastModified (S3 keeps it in whole seconds).
 		deadline := time.Now().Add(10 * time.Second)
+		renew := time.NewTicker(200 * time.Millisecond) // LastModified has one-second resolution
+		defer renew.Stop()
 		for {
 			if _, err := s.Put(ctx, bytes.NewReader(orphan), PutOptions{Size: -1}); err != nil {
 				t.Fatalf("re-upload: %v", err)
@@ -313,7 +315,7 @@ func TestS3Store(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("re-upload did not renew LastModified (%v)", again.LastModified)
 			}
-			time.Sleep(200 * time.Millisecond) // LastModified has one-second resolution
+			<-renew.C
 		}
 		if _, _, err := r.Publish(ctx, "swept", request("1.0.0", keptRef)); err != nil {
 			t.Fatal(err)
