@@ -12,12 +12,14 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -32,6 +34,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/state"
 	"github.com/edgefleet/edgefleet/agent/telemetry"
+	"github.com/edgefleet/edgefleet/agent/update"
 	"github.com/edgefleet/edgefleet/proto"
 )
 
@@ -106,6 +109,20 @@ type Config struct {
 	OnDesired func(ctx context.Context, d *proto.DesiredDeployment)
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
+
+	// FleetKey is the fleet server's pinned ed25519 public key. When set,
+	// the agent applies desired deployments itself (agent/update): only
+	// manifests signed with this key are installed.
+	FleetKey ed25519.PublicKey
+	// UpdateDir holds the A/B model slots and partial downloads; default
+	// StateDir/models. The simulator gives each device its own.
+	UpdateDir string
+	// Health is the update health window policy; zero values take the
+	// defaults of update.HealthPolicy.
+	Health update.HealthPolicy
+	// UpdateHTTPClient downloads artifacts; nil means one with connect and
+	// header timeouts.
+	UpdateHTTPClient *http.Client
 }
 
 // ModelSpec is a model to serve.
@@ -147,6 +164,13 @@ type Agent struct {
 	mu     sync.RWMutex
 	models map[string]*loadedModel
 	closed bool
+
+	// installed are the configured models as recorded in the state; upd,
+	// when the fleet key is set, applies desired deployments, and jobs
+	// queues its progress for the broker.
+	installed []state.Model
+	upd       *update.Updater
+	jobs      chan *proto.JobProgress
 
 	running   atomic.Bool
 	connected atomic.Bool
@@ -207,6 +231,9 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	if err := a.loadModels(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.setupUpdater(ctx); err != nil {
 		return nil, err
 	}
 	a.log.Debug("agent ready", "profile", a.profile.Name, "models", len(a.models))
@@ -396,6 +423,7 @@ func (a *Agent) loadModels(ctx context.Context) error {
 			SHA256: hex.EncodeToString(sum[:]), SizeBytes: uint64(len(data)), Active: true, Slot: "a",
 		})
 	}
+	a.installed = installed
 	if len(installed) > 0 {
 		if err := a.store.SetModels(ctx, installed); err != nil {
 			return fmt.Errorf("record installed models: %w", err)
@@ -509,6 +537,9 @@ func (a *Agent) Close() error {
 	a.mu.Unlock()
 	a.running.Store(true) // a closed agent never runs
 	var errs []error
+	if a.upd != nil {
+		errs = append(errs, a.upd.Close())
+	}
 	for _, m := range models {
 		errs = append(errs, m.close())
 	}

@@ -129,7 +129,9 @@ func (a *Agent) Infer(ctx context.Context, model string, inputs, outputs []runti
 	}
 	err = s.Run(ctx, inputs, outputs)
 	lm.release(s)
-	a.rec.Observe(lm.name, lm.version, a.clock.Now().Sub(start), errorKind(err))
+	took := a.clock.Now().Sub(start)
+	a.rec.Observe(lm.name, lm.version, took, errorKind(err))
+	a.observeUpdate(lm.name, lm.version, took, err)
 	if err != nil {
 		return fmt.Errorf("infer %s %s: %w", lm.name, lm.version, err)
 	}

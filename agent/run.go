@@ -35,6 +35,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.telemetryLoop(ctx)
 	}()
+	if a.upd != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.upd.Run(ctx); err != nil {
+				a.log.Error("update engine stopped", "err", err)
+			}
+		}()
+	}
 	err := a.connectLoop(ctx)
 	cancel()
 	wg.Wait()
@@ -235,11 +244,17 @@ func (a *Agent) serve(ctx context.Context, client mqtt.Client, session uint64, l
 	if err := a.sendHello(ctx, client, session); err != nil {
 		return err
 	}
+	if a.upd != nil {
+		a.upd.Resend(ctx)
+	}
 	timeouts := 0
 	for {
 		select {
 		case m := <-inbox:
 			a.handle(ctx, client, session, m)
+			continue
+		case p := <-a.jobs:
+			a.publishJob(ctx, client, p, log)
 			continue
 		case err := <-lost:
 			return fmt.Errorf("%w: %v", errConnLost, err)
@@ -257,6 +272,8 @@ func (a *Agent) serve(ctx context.Context, client mqtt.Client, session uint64, l
 				return fmt.Errorf("%w: %v", errConnLost, err)
 			case m := <-inbox:
 				a.handle(ctx, client, session, m)
+			case p := <-a.jobs:
+				a.publishJob(ctx, client, p, log)
 			case <-a.queue.Ready():
 			}
 			continue
@@ -355,6 +372,9 @@ func (a *Agent) handle(ctx context.Context, client mqtt.Client, session uint64, 
 			return
 		}
 		a.log.Info("desired deployment received", "generation", d.GetGeneration(), "models", len(d.GetModels()))
+		if a.upd != nil {
+			a.upd.Desired(d)
+		}
 		if a.cfg.OnDesired != nil {
 			a.cfg.OnDesired(ctx, d)
 		}
@@ -396,5 +416,13 @@ func (a *Agent) wait(ctx context.Context, tok mqtt.Token, timeout time.Duration)
 		return fmt.Errorf("%w (%v)", errTimeout, timeout)
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// publishJob sends one job progress message. A lost one is not resent:
+// the terminal state of every job goes out again on each connect.
+func (a *Agent) publishJob(ctx context.Context, client mqtt.Client, p *proto.JobProgress, log *slog.Logger) {
+	if err := a.publish(ctx, client, proto.KindJobs, false, p); err != nil {
+		log.Warn("job progress not delivered", "job", p.GetJobId(), "step", p.GetStep(), "err", err)
 	}
 }

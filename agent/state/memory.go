@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/edgefleet/edgefleet/agent/telemetry"
+	"github.com/edgefleet/edgefleet/proto"
 )
 
 // Memory is a store that lives in the process: nothing survives a restart.
@@ -22,6 +23,9 @@ type Memory struct {
 	head    int         // queue[:head] are removed
 	bytes   int64
 	closed  bool
+	// deploys and desired are the update engine's records (deploy.go).
+	deploys map[string][]byte
+	desired *proto.DesiredDeployment
 }
 
 type memWindow struct {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -122,6 +124,8 @@ func runAgent(ctx context.Context, args []string) error {
 		interval = fs.Duration("telemetry-interval", envDuration("TELEMETRY_INTERVAL", 10*time.Second), "length of a telemetry window [EDGEFLEET_TELEMETRY_INTERVAL]")
 		qWindows = fs.Int("queue-windows", telemetry.DefaultLimits.MaxWindows, "telemetry windows kept while offline")
 		qBytes   = fs.Int64("queue-bytes", telemetry.DefaultLimits.MaxBytes, "bytes of telemetry kept while offline")
+		fleetKey = fs.String("fleet-key", env("FLEET_KEY", ""), "the fleet server's ed25519 public key, base64 (GET /api/v1/signing-key); when set, the agent applies model updates signed with it [EDGEFLEET_FLEET_KEY]")
+		window   = fs.Duration("health-window", envDuration("HEALTH_WINDOW", 0), "how long a new model version is watched before it is kept (default 1m) [EDGEFLEET_HEALTH_WINDOW]")
 		labels   = envList("LABELS")
 		models   = envList("MODELS")
 	)
@@ -153,6 +157,14 @@ func runAgent(ctx context.Context, args []string) error {
 		Profiles:          ps,
 		Facts:             &facts,
 		Logger:            log,
+	}
+	if *fleetKey != "" {
+		k, err := base64.StdEncoding.DecodeString(*fleetKey)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("--fleet-key: want the %d-byte ed25519 public key in base64, as GET /api/v1/signing-key gives it", ed25519.PublicKeySize)
+		}
+		cfg.FleetKey = k
+		cfg.Health.Window = *window
 	}
 	for _, l := range labels.vals {
 		k, v, ok := strings.Cut(l, "=")
