@@ -1,0 +1,126 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgefleet/edgefleet/proto"
+)
+
+// Handler is the shape of a broker ingest handler (broker.Handler).
+type Handler interface {
+	Handle(ctx context.Context, clientID, topic string, payload []byte) error
+}
+
+// Ingest returns a handler that passes every device message to next (the
+// inventory) and, once next accepted it, hands telemetry and job progress
+// to the engine. Wire it as the broker's handler.
+func (e *Engine) Ingest(next Handler) Handler { return ingest{e: e, next: next} }
+
+type ingest struct {
+	e    *Engine
+	next Handler
+}
+
+func (in ingest) Handle(ctx context.Context, clientID, topic string, payload []byte) error {
+	if err := in.next.Handle(ctx, clientID, topic, payload); err != nil {
+		return err
+	}
+	id, kind, err := proto.ParseTopic(topic)
+	if err != nil {
+		return nil // next accepted it, so this cannot happen; nothing for us anyway
+	}
+	switch kind {
+	case proto.KindTelemetry:
+		w, err := proto.DecodeTelemetry(id, payload)
+		if err == nil {
+			in.e.HandleTelemetry(w)
+		}
+	case proto.KindJobs:
+		j, err := proto.DecodeJobProgress(id, payload)
+		if err == nil {
+			return in.e.HandleJob(ctx, j)
+		}
+	}
+	return nil
+}
+
+// HandleTelemetry adds a window's figures for the rolled-out model to the
+// cohorts of every rollout targeting the device: the new version's figures
+// from devices of the current phase, other versions' from devices not yet
+// dispatched (control). A window whose seq was seen is ignored.
+func (e *Engine) HandleTelemetry(w *proto.TelemetryWindow) {
+	id := w.GetDeviceId()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rs := e.byDevice[id]
+	if len(rs) == 0 {
+		return
+	}
+	if last, ok := e.lastSeq[id]; ok && w.GetSeq() <= last {
+		return
+	}
+	e.lastSeq[id] = w.GetSeq()
+	for _, ru := range rs {
+		r := ru.r
+		if r.State != StateRunning && r.State != StatePaused {
+			continue
+		}
+		t := ru.byDevice[id]
+		for _, ms := range w.GetModels() {
+			if ms.GetName() != r.Spec.Model {
+				continue
+			}
+			switch {
+			case t.Phase == r.Phase && ms.GetVersion() == r.Spec.Version:
+				ru.newAgg.add(id, ms)
+				ru.dirty = true
+			case t.Phase < 0 && t.Incompatible == "" && ms.GetVersion() != r.Spec.Version:
+				ru.ctlAgg.add(id, ms)
+				ru.dirty = true
+			}
+		}
+	}
+}
+
+// HandleJob records a device's progress on a job the engine issued. Steps
+// in progress stay in memory; terminal states are persisted, since the
+// activation-failure gate counts them.
+func (e *Engine) HandleJob(ctx context.Context, j *proto.JobProgress) error {
+	id := j.GetDeviceId()
+	rid, t, ok := e.applyJob(j)
+	if !ok || j.GetState() == proto.JobProgress_STATE_IN_PROGRESS {
+		return nil
+	}
+	// Batch outside the lock: it waits to coalesce writes, and ingest
+	// must not queue behind it.
+	if err := e.db.Batch(func(tx *bolt.Tx) error { return putTarget(tx, rid, &t) }); err != nil {
+		return fmt.Errorf("record job %s of %s: %w", j.GetJobId(), id, err)
+	}
+	return nil
+}
+
+// applyJob updates the target the job belongs to and returns a copy.
+func (e *Engine) applyJob(j *proto.JobProgress) (string, Target, bool) {
+	id := j.GetDeviceId()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ru := range e.byDevice[id] {
+		t := ru.byDevice[id]
+		if t.JobID == "" || t.JobID != j.GetJobId() {
+			continue
+		}
+		t.JobStep, t.JobState, t.JobReason = stepName(j.GetStep()), stateName(j.GetState()), truncateReason(j.GetReason())
+		return ru.r.ID, *t, true
+	}
+	return "", Target{}, false
+}
+
+func truncateReason(s string) string {
+	if len(s) > MaxReasonLen {
+		return s[:MaxReasonLen]
+	}
+	return s
+}
