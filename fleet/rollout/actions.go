@@ -258,9 +258,9 @@ func (e *Engine) Targets(ctx context.Context, id string) ([]Target, error) {
 
 // Desired is what the server last told a device to run.
 type Desired struct {
-	Device     string          `json:"device"`
-	Generation uint64          `json:"generation"`
-	Rollout    string          `json:"rollout,omitempty"`
+	Device     string           `json:"device"`
+	Generation uint64           `json:"generation"`
+	Rollout    string           `json:"rollout,omitempty"`
 	Models     []DesiredSummary `json:"models"`
 }
 

@@ -138,7 +138,9 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	return true, nil
 }
 
-func putRollout(tx *bolt.Tx, r *Rollout) error { return putJSON(bucket(tx, bktRollouts), []byte(r.ID), r) }
+func putRollout(tx *bolt.Tx, r *Rollout) error {
+	return putJSON(bucket(tx, bktRollouts), []byte(r.ID), r)
+}
 
 func putTarget(tx *bolt.Tx, rollout string, t *Target) error {
 	return putJSON(bucket(tx, bktTargets), targetKey(rollout, t.Device), t)
