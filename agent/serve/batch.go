@@ -10,15 +10,6 @@ import (
 	"github.com/edgefleet/edgefleet/agent/runtime"
 )
 
-var (
-	// errBatchShape: the backend answered a batch with outputs whose first
-	// dimension is not the batch, so it does not really batch.
-	errBatchShape = errors.New("backend output does not follow the batch dimension")
-	// errMixedShapes: the requests cannot be stacked (their dynamic trailing
-	// dimensions differ); they run one by one without disabling batching.
-	errMixedShapes = errors.New("requests differ in their trailing dimensions")
-)
-
 // runBatched stacks the requests' inputs along dimension 0, runs them once
 // and hands each request its rows of every output. It answers the requests
 // only on success; on error the caller runs them one by one.

@@ -1,6 +1,9 @@
 package serve
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrUnknownModel is returned when no model of that name is loaded.
@@ -44,4 +47,18 @@ var (
 	// ErrQuantize is returned when quantize was asked for an input that
 	// cannot be quantized that way.
 	ErrQuantize = errors.New("cannot quantize input")
+)
+
+// Unexported markers; each wraps an exported sentinel above.
+var (
+	// errTooLarge marks an oversized body (413).
+	errTooLarge = fmt.Errorf("%w: body too large", ErrBadRequest)
+	// errJSON marks a malformed JSON body.
+	errJSON = fmt.Errorf("%w: malformed JSON", ErrBadRequest)
+	// errBatchShape: the backend answered a batch with outputs whose first
+	// dimension is not the batch, so it does not really batch.
+	errBatchShape = errors.New("backend output does not follow the batch dimension")
+	// errMixedShapes: the requests cannot be stacked (their dynamic trailing
+	// dimensions differ); they run one by one without disabling batching.
+	errMixedShapes = errors.New("requests differ in their trailing dimensions")
 )

@@ -164,7 +164,9 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (parsed, er
 	switch ct {
 	case wire.ContentTypeBinary, "application/octet-stream":
 		p.binary = true
-	case "", wire.ContentTypeJSON:
+	case "", wire.ContentTypeJSON, "application/x-www-form-urlencoded":
+		// The last is what curl -d sends when no type is given; the body
+		// is parsed as JSON all the same.
 	default:
 		return p, fmt.Errorf("%w: Content-Type %q; use %s or %s", ErrBadRequest, ct, wire.ContentTypeJSON, wire.ContentTypeBinary)
 	}
@@ -206,9 +208,6 @@ func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (parsed, er
 	}
 	return p, nil
 }
-
-// errTooLarge marks an oversized body (413).
-var errTooLarge = fmt.Errorf("%w: body too large", ErrBadRequest)
 
 func (p *parsed) readJSON(body []byte) error {
 	var req wire.JSONRequest
@@ -262,9 +261,6 @@ func (p *parsed) readJSON(body []byte) error {
 	}
 	return nil
 }
-
-// errJSON marks a malformed JSON body.
-var errJSON = fmt.Errorf("%w: malformed JSON", ErrBadRequest)
 
 // orderInputs puts named tensors in the model's input order. Unnamed
 // tensors are taken in order, and only if all are unnamed.

@@ -595,3 +595,53 @@ func TestCloseFailsQueued(t *testing.T) {
 		t.Errorf("Swap after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestRemove: after Remove the model is unknown, its queued requests were
+// answered with ErrClosed, and its model was closed after its last run.
+func TestRemove(t *testing.T) {
+	s := New(Options{Workers: 1, QueueSize: 4})
+	defer s.Close()
+	g := newGate(0)
+	if err := s.Swap("sim", "v1", g); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 2)
+	go func() { _, err := s.Infer(context.Background(), "sim", row(1), InferOptions{}); res <- err }()
+	<-g.started
+	go func() { _, err := s.Infer(context.Background(), "sim", row(2), InferOptions{}); res <- err }()
+	e := s.entry("sim")
+	for len(e.queue) == 0 {
+		goruntime.Gosched()
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- s.Remove("sim") }()
+	for {
+		e.mu.Lock()
+		closing := e.closing
+		e.mu.Unlock()
+		if closing {
+			break
+		}
+		goruntime.Gosched()
+	}
+	if g.closed.Load() {
+		t.Error("model closed while its run was in progress")
+	}
+	close(g.gate)
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	first, second := <-res, <-res
+	if (first == nil) == (second == nil) || !(errors.Is(first, ErrClosed) || errors.Is(second, ErrClosed)) {
+		t.Errorf("results %v, %v: want the running one answered and the queued one ErrClosed", first, second)
+	}
+	if !g.closed.Load() || g.closedWhileBusy.Load() != 0 {
+		t.Errorf("closed %v, closed while busy %d", g.closed.Load(), g.closedWhileBusy.Load())
+	}
+	if _, err := s.Infer(context.Background(), "sim", row(3), InferOptions{}); !errors.Is(err, ErrUnknownModel) {
+		t.Errorf("after Remove: %v, want ErrUnknownModel", err)
+	}
+	if err := s.Remove("sim"); !errors.Is(err, ErrUnknownModel) {
+		t.Errorf("second Remove: %v", err)
+	}
+}
