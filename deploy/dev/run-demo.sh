@@ -16,7 +16,10 @@ stop() {
 trap stop INT TERM EXIT
 
 mkdir -p "$data"
-"$bin/edgefleet-server" --data-dir "$data" --http-addr "$http" --mqtt-addr "$mqtt" &
+# The server runs in its own session so that Ctrl-C in the terminal reaches
+# only the simulator and this script: the devices say goodbye (OFFLINE) to a
+# server that is still there, then the trap stops the server.
+setsid "$bin/edgefleet-server" --data-dir "$data" --http-addr "$http" --mqtt-addr "$mqtt" &
 server_pid=$!
 
 for _ in $(seq 1 100); do
