@@ -342,3 +342,59 @@ func TestHTTPBusy(t *testing.T) {
 		}
 	}
 }
+
+// TestRun: Run serves on the configured socket until its context ends, then
+// closes the server and its models.
+func TestRun(t *testing.T) {
+	dir, err := os.MkdirTemp("", "efrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "api.sock")
+	s := New(Options{Addr: "-", Socket: sock, Workers: 1})
+	m := newSim(0, 0)
+	if err := s.Swap("sim", "v1", m); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	c := client.NewUnix(sock)
+	defer c.Close()
+	// Readiness: the socket answers /readyz once Run has bound it.
+	for c.Ready(ctx) != nil {
+		select {
+		case err := <-done:
+			t.Fatalf("Run ended early: %v", err)
+		default:
+			goruntime.Gosched()
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://unix/v1/models/sim/infer", strings.NewReader(`{"inputs":[{"name":"x","dtype":"float32","shape":[1,4],"data":[1,1,1,1]}]}`))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // what curl -d sends
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	hc.CloseIdleConnections()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"data":[2,2,2,2]`) {
+		t.Errorf("curl-style request: %d %s", resp.StatusCode, body)
+	}
+	c.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !m.closed.Load() {
+		t.Error("Run returned without closing the model")
+	}
+	if err := New(Options{Addr: "0.0.0.0:0"}).Run(context.Background()); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("Run on 0.0.0.0: %v, want a refusal", err)
+	}
+}
