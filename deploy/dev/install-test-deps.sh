@@ -3,7 +3,11 @@
 #   - Debian packages (mosquitto for the external-broker tests; chromium for the
 #     console's browser tests) when running as root; otherwise it prints the
 #     command and the tests that need them skip;
-#   - pinned downloads (ONNX Runtime's shared library) into the git-ignored .cache/.
+#   - pinned downloads (ONNX Runtime's shared library) into the git-ignored .cache/;
+#   - SeaweedFS's `weed` (a real S3-compatible server for the artifact-store
+#     tests), built from its pinned Go module once per machine into
+#     ~/.cache/edgefleet/ (about 3.5 minutes and 2.6 GB of memory the first
+#     time; EDGEFLEET_SKIP_WEED=1 skips it and those tests skip).
 # It is idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,4 +36,28 @@ fi
 
 if [ -x deploy/onnxruntime/fetch.sh ]; then
 	deploy/onnxruntime/fetch.sh >/dev/null || echo "test-deps: could not fetch ONNX Runtime; its tests will skip"
+fi
+
+# SeaweedFS: `go install` cannot build it (its go.mod has replace directives),
+# so build inside a copy of the module source. The copy sits at a fixed path
+# outside the repo so Go's build cache serves later builds, and the binary is
+# kept per machine: a fresh clone (CI) does not pay the build again.
+WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+weed_dir=${XDG_CACHE_HOME:-$HOME/.cache}/edgefleet/weed-$WEED_VERSION
+if [ -z "${EDGEFLEET_SKIP_WEED:-}" ] && [ ! -x "$weed_dir/weed" ]; then
+	if [ -x .cache/weed/weed ] && .cache/weed/weed version 2>/dev/null | grep -q 4.53; then
+		mkdir -p "$weed_dir" && cp .cache/weed/weed "$weed_dir/weed.tmp" && mv "$weed_dir/weed.tmp" "$weed_dir/weed"
+	else
+		echo "test-deps: building SeaweedFS weed $WEED_VERSION for the S3 tests (once per machine, ~3.5 min)"
+		modcache=$(go env GOMODCACHE)
+		(cd / && GOFLAGS=-mod=mod go mod download "github.com/seaweedfs/seaweedfs@$WEED_VERSION")
+		rm -rf "$weed_dir/src" && mkdir -p "$weed_dir"
+		cp -r "$modcache/github.com/seaweedfs/seaweedfs@$WEED_VERSION" "$weed_dir/src"
+		chmod -R u+w "$weed_dir/src"
+		if (cd "$weed_dir/src" && go build -o "$weed_dir/weed.tmp" ./weed) >"$weed_dir/build.log" 2>&1; then
+			mv "$weed_dir/weed.tmp" "$weed_dir/weed"
+		else
+			echo "test-deps: building weed failed (see $weed_dir/build.log); the S3 tests will skip"
+		fi
+	fi
 fi

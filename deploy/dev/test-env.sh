@@ -6,3 +6,8 @@ if [ -z "${EDGEFLEET_ONNXRUNTIME_LIB:-}" ] && [ -x deploy/onnxruntime/fetch.sh ]
 		export EDGEFLEET_ONNXRUNTIME_LIB="$lib"
 	fi
 fi
+weed=${XDG_CACHE_HOME:-$HOME/.cache}/edgefleet/weed-v0.0.0-20261109003541-7506e5f91cd6/weed
+if [ -z "${EDGEFLEET_WEED:-}" ] && [ -x "$weed" ]; then
+	export EDGEFLEET_WEED="$weed"
+fi
+unset weed
