@@ -37,8 +37,17 @@ check: ## gofmt, go vet, then the tests
 bench: test-deps ## run the Go benchmarks (see docs/benchmarks.md for the figures)
 	@source deploy/dev/test-env.sh && $(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
-fuzz: ## fuzz every decoder of untrusted bytes for FUZZTIME each (default 1m)
-	$(GO) test ./proto -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-1m}
+# Every parser of untrusted bytes, as package:FuzzTarget.
+FUZZ_TARGETS := ./proto:FuzzDecode ./proto:FuzzDecodeManifest ./agent/runtime/tflite:FuzzLoad \
+	./agent/runtime/onnxrt:FuzzOpen ./agent/runtime/onnxrt:FuzzGraphIO ./agent/serve:FuzzRequestJSON \
+	./agent/serve/wire:FuzzDecodeFrame ./agent/serve/wire:FuzzDecodeData ./agent/hw:FuzzProbeFS \
+	./firmware-profiles:FuzzParse ./fleet/api:FuzzParseQuery ./fleet/inventory:FuzzHandle \
+	./fleet/registry:FuzzPublishMetadata ./simulators:FuzzOpen
+fuzz: test-deps ## fuzz every parser of untrusted bytes for FUZZTIME each (default 1m)
+	@source deploy/dev/test-env.sh && for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} $${t##*:}"; \
+		$(GO) test "$${t%%:*}" -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $${FUZZTIME:-1m} || exit 1; \
+	done
 
 proto: ## regenerate proto/*.pb.go (Debian's protoc + pinned protoc-gen-go)
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
