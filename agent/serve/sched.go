@@ -376,11 +376,11 @@ func (e *entry) work() {
 			}
 			select {
 			case first = <-e.queue:
+				e.taken.Add(1) // a carried request was counted by gather
 			case <-e.stop:
 				return
 			}
 		}
-		e.taken.Add(1)
 		v, err := e.acquire()
 		if err != nil {
 			e.taken.Add(-1)

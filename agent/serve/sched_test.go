@@ -645,3 +645,34 @@ func TestRemove(t *testing.T) {
 		t.Errorf("second Remove: %v", err)
 	}
 }
+
+// TestCarryCountedOnce: requests of several rows that overflow a batch are
+// carried to the next one; the count of requests held by workers, which
+// admission's estimate uses, must come back to zero.
+func TestCarryCountedOnce(t *testing.T) {
+	s := New(Options{Workers: 1, QueueSize: 32, MaxBatch: 4, MaxQueueDelay: 20 * time.Millisecond})
+	defer s.Close()
+	if err := s.Swap("sim", "v1", newSim(0, time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := []runtime.Tensor{{DType: runtime.Float32, Shape: []int{3, 4}, Data: f32(make([]float32, 12)...)}}
+			res, err := s.Infer(context.Background(), "sim", in, InferOptions{Deadline: 10 * time.Second})
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			if !slices.Equal(res.Outputs[0].Shape, []int{3, 4}) {
+				t.Errorf("request %d: output shape %v", i, res.Outputs[0].Shape)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.entry("sim").taken.Load(); n != 0 {
+		t.Errorf("taken = %d after all requests finished, want 0", n)
+	}
+}
