@@ -406,3 +406,5 @@ func events(t *testing.T, e *rollout.Engine, id string) []string {
 	}
 	return out
 }
+
+func storeOptions() store.Options { return store.Options{History: 4} }
