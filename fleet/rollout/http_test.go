@@ -61,8 +61,14 @@ func TestHTTPAPI(t *testing.T) {
 		{func() error { _, err := c.Act(ctx, "r1", "explode", ""); return err }, 400, "unknown action"},
 		{func() error { _, err := c.Act(ctx, "r1", rollout.ActionPause, ""); return err }, 409, "not running"},
 		{func() error { _, err := c.Create(ctx, rollout.Spec{Model: model, Version: "2.0.0"}); return err }, 400, "exactly one target"},
-		{func() error { _, err := c.Create(ctx, rollout.Spec{Model: model, Version: "7.0.0", Group: "pis"}); return err }, 404, "push it first"},
-		{func() error { _, err := c.Create(ctx, rollout.Spec{Model: model, Version: "2.0.0", Group: "pis"}); return err }, 409, "rollout r1"},
+		{func() error {
+			_, err := c.Create(ctx, rollout.Spec{Model: model, Version: "7.0.0", Group: "pis"})
+			return err
+		}, 404, "push it first"},
+		{func() error {
+			_, err := c.Create(ctx, rollout.Spec{Model: model, Version: "2.0.0", Group: "pis"})
+			return err
+		}, 409, "rollout r1"},
 		{func() error { _, err := c.Targets(ctx, "r1", "weird"); return err }, 400, "state"},
 	} {
 		err := tc.do()
