@@ -74,3 +74,19 @@ func (m *metrics) record(ev Event) {
 		m.batch.WithLabelValues(model, ev.Version).Observe(float64(ev.Batch))
 	}
 }
+
+// keptVersions is how many replaced versions of a model keep their series
+// in /metrics; older ones are deleted so that a device that goes through
+// many rollouts does not grow its metrics without bound.
+const keptVersions = 3
+
+// forgetVersion deletes every series of one model version.
+func (m *metrics) forgetVersion(model, version string) {
+	l := prometheus.Labels{"model": model, "version": version}
+	for _, c := range []*prometheus.CounterVec{m.requests, m.successes, m.errors, m.rejects} {
+		c.DeletePartialMatch(l)
+	}
+	for _, h := range []*prometheus.HistogramVec{m.queueWait, m.compute, m.batch} {
+		h.DeletePartialMatch(l)
+	}
+}

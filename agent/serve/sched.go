@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,9 @@ type entry struct {
 	active  *version
 	variant string
 	closing bool
+	// replaced lists the versions replaced by Swap, oldest first, whose
+	// metric series are still kept.
+	replaced []string
 
 	queue chan *request
 	stop  chan struct{}
@@ -122,11 +126,23 @@ func (e *entry) swap(v *version) *version {
 	old := e.active
 	e.active = v
 	closeOld := false
+	var forget []string
 	if old != nil {
 		old.retired = true
 		closeOld = old.refs == 0
+		if old.name != v.name {
+			e.replaced = append(e.replaced, old.name)
+		}
+		e.replaced = slices.DeleteFunc(e.replaced, func(n string) bool { return n == v.name })
+		if n := len(e.replaced) - keptVersions; n > 0 {
+			forget = append(forget, e.replaced[:n]...)
+			e.replaced = append([]string(nil), e.replaced[n:]...)
+		}
 	}
 	e.mu.Unlock()
+	for _, name := range forget {
+		e.s.met.forgetVersion(e.name, name)
+	}
 	if closeOld {
 		_ = old.close()
 	}

@@ -676,3 +676,30 @@ func TestCarryCountedOnce(t *testing.T) {
 		t.Errorf("taken = %d after all requests finished, want 0", n)
 	}
 }
+
+// TestMetricsForgetOldVersions: only the last few replaced versions keep
+// their series.
+func TestMetricsForgetOldVersions(t *testing.T) {
+	s := New(Options{Workers: 1})
+	defer s.Close()
+	for k := range 6 {
+		v := fmt.Sprintf("v%d", k)
+		if err := s.Swap("sim", v, newSim(0, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Infer(context.Background(), "sim", row(1), InferOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := range 6 {
+		v := fmt.Sprintf("v%d", k)
+		got := metricSum(t, s, "edgefleet_serve_successes_total", map[string]string{"model": "sim", "version": v})
+		want := 1.0
+		if k < 6-1-keptVersions {
+			want = 0
+		}
+		if got != want {
+			t.Errorf("%s: successes_total %v, want %v", v, got, want)
+		}
+	}
+}
