@@ -50,6 +50,9 @@ type fleet struct {
 	blobs  map[string][]byte
 	cuts   map[string][]int // per sha256: bytes to send before cutting, one entry per request
 	ranges []string         // Range headers received, in order
+	// slow makes artifact downloads take a while (1 KiB per 10 ms), so a
+	// test can interrupt one.
+	slow bool
 }
 
 func startFleet(t *testing.T) *fleet {
@@ -119,9 +122,15 @@ func (f *fleet) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", `"`+sha+`"`)
-	if cut < 0 {
+	f.mu.Lock()
+	slow := f.slow
+	f.mu.Unlock()
+	if cut < 0 && !slow {
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 		return
+	}
+	if cut < 0 {
+		cut = len(b)
 	}
 	start := 0
 	if rg := r.Header.Get("Range"); rg != "" {
@@ -134,9 +143,26 @@ func (f *fleet) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(http.StatusOK)
 	}
-	w.Write(b[start:min(start+cut, len(b))])
-	w.(http.Flusher).Flush()
-	panic(http.ErrAbortHandler) // the connection drops mid-body
+	end := min(start+cut, len(b))
+	if !slow {
+		w.Write(b[start:end])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection drops mid-body
+	}
+	for i := start; i < end; i += 1024 {
+		if _, err := w.Write(b[i:min(i+1024, end)]); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(10 * time.Millisecond): // the slow link itself
+		}
+	}
+	if end < len(b) {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (f *fleet) put(b []byte) string {
@@ -351,4 +377,21 @@ func servedVersion(t *testing.T, a *agent.Agent, name string) string {
 		t.Fatalf("%s is not served", name)
 	}
 	return v
+}
+
+// lastStep names the last progress a job reported, "" for none.
+func (f *fleet) lastStep(job string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var mine []*proto.JobProgress
+	for _, p := range f.jobs {
+		if p.GetJobId() == job {
+			mine = append(mine, p)
+		}
+	}
+	if len(mine) == 0 {
+		return "none"
+	}
+	s := steps(mine[len(mine)-1:])
+	return s
 }
