@@ -68,6 +68,7 @@ type request struct {
 	model      string
 	inputs     []runtime.Tensor
 	rows       int
+	bytes      int64 // input data held while queued
 	quantize   bool
 	dequantize bool
 	servedBy   string
@@ -97,8 +98,9 @@ type entry struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 
-	// taken counts requests a worker holds but has not finished.
-	taken atomic.Int64
+	// taken counts requests a worker holds but has not finished;
+	// queuedBytes the input bytes of the requests in the queue.
+	taken, queuedBytes atomic.Int64
 	// estExec is a moving average of one run's duration and estItem of a
 	// run's duration divided by its requests, in nanoseconds; zero until
 	// the first run.
@@ -196,6 +198,7 @@ func (e *entry) shutdown() error {
 	for {
 		select {
 		case r := <-e.queue:
+			e.queuedBytes.Add(-r.bytes)
 			if r.state.CompareAndSwap(stateQueued, stateRunning) {
 				e.finish(r, nil, fmt.Errorf("%w: model %q was removed or the agent is stopping", ErrClosed, e.name), e.activeVersion(), ran{})
 			}
@@ -242,8 +245,12 @@ func (s *Server) Infer(ctx context.Context, model string, inputs []runtime.Tenso
 	if d, ok := ctx.Deadline(); ok && d.Before(due) {
 		due = d
 	}
+	var size int64
+	for _, t := range inputs {
+		size += int64(len(t.Data))
+	}
 	r := &request{
-		model: model, inputs: inputs, rows: rowsOf(inputs),
+		model: model, inputs: inputs, rows: rowsOf(inputs), bytes: size,
 		quantize: opts.Quantize, dequantize: opts.Dequantize,
 		enqueued: now, deadline: due, done: make(chan struct{}),
 	}
@@ -340,12 +347,21 @@ func (e *entry) admit(r *request, now time.Time) error {
 		e.s.observe(Event{Model: r.model, Version: e.activeVersion(), ServedBy: r.servedBy, Outcome: OutcomeUnavailable})
 		return fmt.Errorf("%w: model %q is no longer served", ErrClosed, e.name)
 	}
+	// The queue's memory is bounded in bytes as well as in requests; a
+	// request alone in the queue may use the whole budget and more.
+	if held := e.queuedBytes.Add(r.bytes); held > e.s.opts.MaxQueuedBytes && held != r.bytes {
+		e.queuedBytes.Add(-r.bytes)
+		e.mu.Unlock()
+		e.markOverload(now)
+		return e.reject(r, OutcomeQueueFull, fmt.Errorf("%w: queued inputs would exceed %d bytes", ErrQueueFull, e.s.opts.MaxQueuedBytes), max(wait, exec))
+	}
 	select {
 	case e.queue <- r:
 		e.mu.Unlock()
 		e.s.met.queueLen.WithLabelValues(e.name).Set(float64(len(e.queue)))
 		return nil
 	default:
+		e.queuedBytes.Add(-r.bytes)
 		e.mu.Unlock()
 		e.markOverload(now)
 		return e.reject(r, OutcomeQueueFull, ErrQueueFull, max(wait, exec))
@@ -392,6 +408,7 @@ func (e *entry) work() {
 			}
 			select {
 			case first = <-e.queue:
+				e.queuedBytes.Add(-first.bytes)
 				e.taken.Add(1) // a carried request was counted by gather
 			case <-e.stop:
 				return
@@ -462,6 +479,7 @@ func (e *entry) gather(batch []*request, limit int) (_ []*request, carry *reques
 				return batch, nil
 			}
 		}
+		e.queuedBytes.Add(-r.bytes)
 		e.taken.Add(1)
 		if rows+r.rows > limit {
 			return batch, r

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -701,5 +702,37 @@ func TestMetricsForgetOldVersions(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: successes_total %v, want %v", v, got, want)
 		}
+	}
+}
+
+// TestQueuedBytesBound: the queue refuses inputs beyond its byte budget even
+// with request slots free, and the budget is given back as requests leave.
+func TestQueuedBytesBound(t *testing.T) {
+	s := New(Options{Workers: 1, QueueSize: 8, MaxQueuedBytes: 20})
+	defer s.Close()
+	g := newGate(0)
+	if err := s.Swap("sim", "v1", g); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 2)
+	go func() { _, err := s.Infer(context.Background(), "sim", row(1), InferOptions{}); res <- err }()
+	<-g.started
+	go func() { _, err := s.Infer(context.Background(), "sim", row(2), InferOptions{}); res <- err }() // 16 bytes queued
+	e := s.entry("sim")
+	for len(e.queue) == 0 {
+		goruntime.Gosched()
+	}
+	_, err := s.Infer(context.Background(), "sim", row(3), InferOptions{})
+	if !isBusy(err, ErrQueueFull) || !strings.Contains(err.Error(), "exceed 20 bytes") {
+		t.Errorf("over the byte budget: %v, want ErrQueueFull naming the budget", err)
+	}
+	close(g.gate)
+	for range 2 {
+		if err := <-res; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := e.queuedBytes.Load(); n != 0 {
+		t.Errorf("queued bytes %d after the queue drained", n)
 	}
 }

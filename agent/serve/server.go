@@ -55,6 +55,9 @@ type Options struct {
 	Workers int
 	// QueueSize bounds each model's queue; default 64.
 	QueueSize int
+	// MaxQueuedBytes bounds the input bytes waiting in each model's queue;
+	// default 64 MiB.
+	MaxQueuedBytes int64
 	// MaxBatch is the most requests one run may take for a model whose batch
 	// dimension allows it; default 1 (no batching).
 	MaxBatch int
@@ -72,12 +75,13 @@ type Options struct {
 
 	// MaxJSONBytes bounds a JSON request body; default 1 MiB.
 	MaxJSONBytes int64
-	// MaxBodyBytes bounds a binary request body; default 32 MiB.
+	// MaxBodyBytes bounds a binary request body; default 8 MiB (a 1080p
+	// RGB frame of uint8 is 6.2 MB).
 	MaxBodyBytes int64
 	// MaxReceiving bounds the inference requests whose bodies are being
 	// read at once, and so the memory that requests not yet queued take
 	// (at most MaxReceiving × MaxBodyBytes); past it requests get 429.
-	// Default 64.
+	// Default 16.
 	MaxReceiving int
 
 	// Logger receives the server's logs; nil discards them.
@@ -121,10 +125,13 @@ func (o Options) withDefaults() Options {
 		o.MaxJSONBytes = 1 << 20
 	}
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 32 << 20
+		o.MaxBodyBytes = 8 << 20
 	}
 	if o.MaxReceiving <= 0 {
-		o.MaxReceiving = 64
+		o.MaxReceiving = 16
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = 64 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
