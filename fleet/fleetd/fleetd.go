@@ -21,6 +21,8 @@ import (
 	"github.com/edgefleet/edgefleet/fleet/broker"
 	"github.com/edgefleet/edgefleet/fleet/console"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
+	"github.com/edgefleet/edgefleet/fleet/registry"
+	"github.com/edgefleet/edgefleet/fleet/rollout"
 	"github.com/edgefleet/edgefleet/fleet/store"
 )
 
@@ -58,6 +60,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives every log; nil discards them.
 	Logger *slog.Logger
+	// PublicURL is the base URL devices download artifacts from (desired
+	// states carry PublicURL + /artifacts/{sha256}); default the HTTP
+	// listener's URL.
+	PublicURL string
+	// RolloutTick is how often the rollout engine evaluates gates and
+	// dispatches; default rollout.DefaultTick.
+	RolloutTick time.Duration
 }
 
 // mqttBroker is the part of a broker the server uses; broker.Embedded and
@@ -79,6 +88,9 @@ type Server struct {
 	broker   mqttBroker
 	httpLn   net.Listener
 	httpSrv  *http.Server
+	reg      *registry.Registry
+	rollouts *rollout.Engine
+	ingest   ingest
 	baseCtx  context.Context
 	stopBase context.CancelFunc
 
@@ -131,14 +143,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.MQTTURL != "" {
 		// The external broker's retained status messages bring presence up
 		// to date once subscribed.
-		s.broker, err = broker.NewExternal(broker.ExternalOptions{URL: cfg.MQTTURL, ClientID: mqttClientID(cfg), Group: cfg.MQTTShareGroup, Handler: s.inv, Logger: log.With("component", "mqtt")})
+		s.broker, err = broker.NewExternal(broker.ExternalOptions{URL: cfg.MQTTURL, ClientID: mqttClientID(cfg), Group: cfg.MQTTShareGroup, Handler: &s.ingest, Logger: log.With("component", "mqtt")})
 	} else {
 		// A new embedded broker has no connections: whatever the file says
 		// about presence is from the previous run.
 		if err := s.inv.MarkAllOffline(ctx); err != nil {
 			return nil, err
 		}
-		s.broker, err = broker.NewEmbedded(broker.EmbeddedOptions{Addr: cfg.MQTTAddr, Handler: s.inv, Logger: log.With("component", "mqtt")})
+		s.broker, err = broker.NewEmbedded(broker.EmbeddedOptions{Addr: cfg.MQTTAddr, Handler: &s.ingest, Logger: log.With("component", "mqtt")})
 	}
 	if err != nil {
 		return nil, err
@@ -156,6 +168,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	if err := s.openRollouts(ctx, mux); err != nil {
+		return nil, err
 	}
 	s.baseCtx, s.stopBase = context.WithCancel(context.Background())
 	s.httpSrv = &http.Server{
@@ -193,6 +208,10 @@ func mqttClientID(cfg Config) string {
 // endpoints (uploads excepted, which will set their own) inherit the bound.
 func limitBody(h http.Handler, n int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if registryUpload(r) {
+			h.ServeHTTP(w, r) // the registry bounds uploads itself
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 		h.ServeHTTP(w, r)
 	})
@@ -255,6 +274,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- s.httpSrv.Serve(s.httpLn) }()
+	rolloutCtx, stopRollouts := context.WithCancel(ctx)
+	rolloutDone := make(chan struct{})
+	go func() { defer close(rolloutDone); s.rollouts.Run(rolloutCtx) }()
 	s.mu.Lock()
 	s.serving = true
 	s.mu.Unlock()
@@ -271,6 +293,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.serving = false
 	s.mu.Unlock()
 	s.log.Info("fleet server shutting down")
+	stopRollouts()
+	<-rolloutDone
 
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
@@ -326,6 +350,16 @@ func (s *Server) closeParts() error {
 	if s.broker != nil {
 		if err := s.broker.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close broker: %w", err))
+		}
+	}
+	if s.rollouts != nil {
+		if err := s.rollouts.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.reg != nil {
+		if err := s.reg.Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if s.inv != nil {
