@@ -141,21 +141,53 @@ func Input() []runtime.Tensor {
 
 // Open implements runtime.Backend: it parses a ModelFile.
 func (b *Backend) Open(ctx context.Context, data []byte, _ runtime.Options) (runtime.Model, error) {
-	if len(data) > maxModelFile {
-		return nil, fmt.Errorf("%w: simulated model file is %d bytes, limit %d", runtime.ErrBadModel, len(data), maxModelFile)
+	mf, err := parseModelFile(data)
+	if err != nil {
+		return nil, err
 	}
+	return b.open(mf.Name, mf.Version, mf.Behavior)
+}
+
+// OpenNamed opens any artifact as the named model version, as the update
+// engine does when it installs one (agent/update.NamedOpener): a
+// simulated device "loads" whatever bytes the registry serves, real model
+// files included, and behaves as configured for name@version, else as a
+// ModelFile in the bytes says, else as DefaultBehavior.
+func (b *Backend) OpenNamed(ctx context.Context, name, version string, data []byte, _ runtime.Options) (runtime.Model, error) {
+	if name == "" || version == "" {
+		return nil, fmt.Errorf("%w: simulated model needs a name and a version", runtime.ErrBadModel)
+	}
+	var beh *Behavior
+	if mf, err := parseModelFile(data); err == nil {
+		beh = mf.Behavior
+	}
+	return b.open(name, version, beh)
+}
+
+// SkipSelfTest implements agent/update.SelfTestExempt: simulated outputs
+// are not the model's, so a sample's expected output cannot match them.
+func (b *Backend) SkipSelfTest() string { return "simulated backend: outputs are not the model's" }
+
+func parseModelFile(data []byte) (ModelFile, error) {
 	var mf ModelFile
+	if len(data) > maxModelFile {
+		return mf, fmt.Errorf("%w: simulated model file is %d bytes, limit %d", runtime.ErrBadModel, len(data), maxModelFile)
+	}
 	if err := json.Unmarshal(data, &mf); err != nil {
-		return nil, fmt.Errorf("%w: not a simulated model file: %v", runtime.ErrBadModel, err)
+		return mf, fmt.Errorf("%w: not a simulated model file: %v", runtime.ErrBadModel, err)
 	}
 	if mf.Format != ModelFormat || mf.Name == "" || mf.Version == "" {
-		return nil, fmt.Errorf("%w: simulated model file needs format %q, a name and a version", runtime.ErrBadModel, ModelFormat)
+		return mf, fmt.Errorf("%w: simulated model file needs format %q, a name and a version", runtime.ErrBadModel, ModelFormat)
 	}
+	return mf, nil
+}
+
+func (b *Backend) open(name, version string, fileBehavior *Behavior) (runtime.Model, error) {
 	beh := DefaultBehavior
-	if mf.Behavior != nil {
-		beh = *mf.Behavior
+	if fileBehavior != nil {
+		beh = *fileBehavior
 	}
-	if o, ok := b.cfg.Behaviors[mf.Name+"@"+mf.Version]; ok {
+	if o, ok := b.cfg.Behaviors[name+"@"+version]; ok {
 		beh = o
 	}
 	if err := beh.check(); err != nil {

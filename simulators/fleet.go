@@ -2,11 +2,15 @@ package simulators
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/state"
 	"github.com/edgefleet/edgefleet/agent/telemetry"
+	"github.com/edgefleet/edgefleet/agent/update"
 )
 
 // Model is a model every simulated device serves.
@@ -59,6 +64,21 @@ type Config struct {
 	// Logger receives the fleet's logs and, at Debug, the agents'; nil
 	// discards.
 	Logger *slog.Logger
+
+	// FleetKey, when set, makes every device apply the desired deployments
+	// the fleet publishes, through the real update engine (agent/update)
+	// with the simulated backends: manifests must be signed with this key
+	// (the server's registry public key).
+	FleetKey ed25519.PublicKey
+	// UpdateRoot holds each device's model slots, one directory per
+	// device; default a temporary directory removed when Run returns.
+	UpdateRoot string
+	// Health is every device's update health window policy; zero values
+	// take update.HealthPolicy's defaults.
+	Health update.HealthPolicy
+	// UpdateHTTPClient downloads artifacts for every device; nil means one
+	// shared client, so a thousand devices share a connection pool.
+	UpdateHTTPClient *http.Client
 }
 
 // MaxDevices bounds a fleet; past it one process is the wrong tool.
@@ -182,13 +202,42 @@ func (f *Fleet) Run(ctx context.Context) error {
 	defer cancel()
 	r := rand.New(rand.NewPCG(f.cfg.Seed, 0x5eed))
 	var wg sync.WaitGroup
+	// tmpRoot and ownClient are what Run made for updates; they go once
+	// every device has stopped.
+	var (
+		tmpRoot   string
+		ownClient *http.Client
+	)
 	defer func() {
 		cancel()
 		wg.Wait()
 		for _, a := range f.Agents() {
 			a.Close()
 		}
+		if tmpRoot != "" {
+			os.RemoveAll(tmpRoot)
+		}
+		if ownClient != nil {
+			ownClient.CloseIdleConnections()
+		}
 	}()
+	updateRoot, httpClient := f.cfg.UpdateRoot, f.cfg.UpdateHTTPClient
+	if len(f.cfg.FleetKey) > 0 {
+		if updateRoot == "" {
+			dir, err := os.MkdirTemp("", "edgefleet-sim-")
+			if err != nil {
+				return fmt.Errorf("simulated devices' update directory: %w", err)
+			}
+			tmpRoot, updateRoot = dir, dir
+		}
+		if httpClient == nil {
+			httpClient = &http.Client{Transport: &http.Transport{
+				Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 64,
+				ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 30 * time.Second,
+			}}
+			ownClient = httpClient
+		}
+	}
 	start := time.Now()
 	for i := 0; i < f.cfg.Devices; i++ {
 		facts := PickHardware(r)
@@ -226,6 +275,10 @@ func (f *Fleet) Run(ctx context.Context) error {
 			ReconnectMin:      f.cfg.ReconnectMin,
 			ReconnectMax:      f.cfg.ReconnectMax,
 			Logger:            f.cfg.Logger,
+			FleetKey:          f.cfg.FleetKey,
+			UpdateDir:         deviceUpdateDir(updateRoot, f.DeviceID(i)),
+			Health:            f.cfg.Health,
+			UpdateHTTPClient:  httpClient,
 		})
 		if err != nil {
 			return fmt.Errorf("simulated device %d: %w", i, err)
@@ -272,4 +325,11 @@ func (f *Fleet) workload(ctx context.Context, a *agent.Agent, seed uint64) {
 		_ = a.Infer(ctx, m.Name, f.input, out)
 		t.Reset(time.Duration(r.ExpFloat64() / f.cfg.Rate * float64(time.Second)))
 	}
+}
+
+func deviceUpdateDir(root, id string) string {
+	if root == "" {
+		return ""
+	}
+	return filepath.Join(root, id)
 }
