@@ -26,7 +26,7 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func open(t *testing.T) (*enroll.Enroll, *clock) {
+func open(t testing.TB) (*enroll.Enroll, *clock) {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "fleet.db"), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
