@@ -521,7 +521,30 @@ func TestSoftmaxKernel(t *testing.T) {
 		qy := qp{1.0 / 256, -128}
 		qc := opCase{code: opSoftmax, optsType: 9, opts: opts, ins: []testTensor{tensorQ("x", ttInt8, []int{rows, depth}, qx, nil)},
 			feed: [][]byte{xb}, outs: []testTensor{tensorQ("y", ttInt8, []int{rows, depth}, qy, nil)}}
-		checkQ(t, what+" int8", qc.run(t, runtime.Config{})[0], ref, qy, ttInt8, 1)
+		for _, cfg := range arithModes {
+			checkQ(t, what+" int8 "+cfg.Settings["rounding"], qc.run(t, cfg)[0], ref, qy, ttInt8, 1)
+		}
+	}
+}
+
+// TestFixedPointExp checks the gemmlowp-style exp and reciprocal the
+// reference softmax is built on against math, over their whole domains.
+func TestFixedPointExp(t *testing.T) {
+	for a := int32(0); a > -32<<26; a -= 1 << 18 {
+		got := float64(expOnNegativeValues(a)) / (1 << 31)
+		want := math.Exp(float64(a) / (1 << 26))
+		// The Taylor expansion on [-1/4, 0) is good to about 2.5e-7.
+		if math.Abs(got-want) > 2e-9+3e-7*want {
+			t.Fatalf("exp(%v) = %v, want %v", float64(a)/(1<<26), got, want)
+		}
+	}
+	for x := int32(1 << 19); x < 1<<30; x += 7919 << 10 { // Q12.19: 1 .. 2048
+		s, over := reciprocal(x, 12)
+		got := float64(s) / (1 << 31) / math.Exp2(float64(over))
+		want := 1 / (float64(x) / (1 << 19))
+		if math.Abs(got-want) > 1e-7*want {
+			t.Fatalf("1/%v = %v, want %v", float64(x)/(1<<19), got, want)
+		}
 	}
 }
 
