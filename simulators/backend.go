@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/update"
 )
 
 // Behavior is how a simulated model version performs: latency drawn from a
@@ -277,9 +278,11 @@ func (s *session) Run(ctx context.Context, inputs, outputs []runtime.Tensor) err
 func (s *session) Close() error { return nil }
 
 var (
-	_ runtime.Backend = (*Backend)(nil)
-	_ runtime.Model   = (*model)(nil)
-	_ runtime.Session = (*session)(nil)
+	_ runtime.Backend       = (*Backend)(nil)
+	_ update.NamedOpener    = (*Backend)(nil)
+	_ update.SelfTestExempt = (*Backend)(nil)
+	_ runtime.Model         = (*model)(nil)
+	_ runtime.Session       = (*session)(nil)
 )
 
 // SampleLatency draws one latency from b, for tests and tools that model

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -87,16 +86,19 @@ func (u *Updater) activeSHA(dep state.Deployment) string {
 }
 
 // abandon ends a job that did not succeed: if it had switched, the
-// previous version serves again; the outcome is recorded and reported.
+// previous version serves again; the outcome is recorded and reported. A
+// job superseded by a newer generation also switches back, since the
+// previous version is still loaded and is what a fleet rollback names.
 func (u *Updater) abandon(dep *state.Deployment, cause error) {
 	if dep.Job.Step >= int32(proto.JobProgress_STEP_SWITCHING) && dep.Active == dep.Job.Target {
+		prev := u.versionOf(*dep, dep.Job.Previous)
 		if err := u.rollback(dep); err != nil {
 			u.log.Error("rollback", "model", dep.Name, "err", err)
-			cause = fmt.Errorf("%w; rolling back failed too: %v", cause, err)
-		}
-		if !errors.Is(cause, ErrHealth) && !errors.Is(cause, ErrSelfTest) {
-			u.finish(dep, proto.JobProgress_STATE_ROLLED_BACK, cause.Error())
-			return
+			cause = fmt.Errorf("%w; switching back failed too: %v", cause, err)
+		} else if prev != "" {
+			cause = fmt.Errorf("%w; switched back to %s", cause, prev)
+		} else {
+			cause = fmt.Errorf("%w; no longer serving %s", cause, dep.Name)
 		}
 	}
 	u.finish(dep, failState(cause), cause.Error())
@@ -347,14 +349,16 @@ func (u *Updater) fetch(ctx context.Context, dep *state.Deployment, dm *proto.De
 			return fmt.Errorf("%w: %s %s needs %d bytes (%d to download plus %d kept free), %d are free", ErrDiskSpace, man.Model, man.Version, need, size-held, u.cfg.MinFreeBytes, free)
 		}
 	}
-	last := -1
+	// Progress at each quarter, not per write: a thousand devices
+	// downloading at once must not flood the broker.
+	last := int(4 * held / size)
 	progress := func(n uint64) {
-		q := int(4 * n / size)
-		if q != last && n < size {
+		if q := int(4 * n / size); q != last && n < size {
 			last = q
 			u.report(dep.Job, dep.Name, float64(n)/float64(size))
 		}
 	}
+	u.removeStaleParts(man.Artifact.SHA256)
 	if err := u.download(ctx, dm.GetUrl(), part, size, progress); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -28,11 +29,8 @@ func (u *Updater) download(ctx context.Context, url, path string, size uint64, p
 		if before == size {
 			return nil
 		}
-		err := u.fetchOnce(ctx, url, path, size)
+		err := u.fetchOnce(ctx, url, path, size, progress)
 		held := partSize(path)
-		if progress != nil {
-			progress(held)
-		}
 		if err == nil && held == size {
 			return nil
 		}
@@ -94,7 +92,7 @@ func (u *Updater) backoff(n int) time.Duration {
 }
 
 // fetchOnce makes one request and appends what it receives to path.
-func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64) error {
+func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64, progress func(held uint64)) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return &permanentError{fmt.Errorf("open download file: %w", err)}
@@ -152,7 +150,11 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64) 
 		return &permanentError{err}
 	}
 	want := int64(size - held)
-	n, err := io.Copy(f, io.LimitReader(resp.Body, want))
+	var w io.Writer = f
+	if progress != nil {
+		w = &progressWriter{w: f, held: held, fn: progress}
+	}
+	n, err := io.Copy(w, io.LimitReader(resp.Body, want))
 	if serr := f.Sync(); serr != nil && err == nil {
 		err = serr
 	}
@@ -163,6 +165,38 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64) 
 		return fmt.Errorf("connection ended after %d of %d bytes", held+uint64(n), size)
 	}
 	return nil
+}
+
+// progressWriter reports the bytes held after every write.
+type progressWriter struct {
+	w    io.Writer
+	held uint64
+	fn   func(uint64)
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.held += uint64(n)
+	p.fn(p.held)
+	return n, err
+}
+
+// removeStaleParts deletes partial downloads of other artifacts: only the
+// artifact being fetched may resume, so abandoned downloads do not pile
+// up on a small disk.
+func (u *Updater) removeStaleParts(keep string) {
+	dir := filepath.Join(u.cfg.Dir, "downloads")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.Name() != keep+".part" {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				u.log.Warn("removing a stale partial download", "file", e.Name(), "err", err)
+			}
+		}
+	}
 }
 
 // rangeStart parses the first byte of "bytes START-END/TOTAL".

@@ -358,3 +358,29 @@ func TestUpdaterStandalone(t *testing.T) {
 		}
 	}
 }
+
+// TestNewerGenerationInterruptsHealthWindow: the fleet rolls back (a new
+// generation naming the previous version) while the device watches the
+// new one; the device does not wait for its window to end.
+func TestNewerGenerationInterruptsHealthWindow(t *testing.T) {
+	f := startFleet(t)
+	cfg := f.agentConfig(t, t.TempDir(), simBackend(t, nil), simSpec("kws", "1.0.0"))
+	cfg.Health = update.HealthPolicy{Window: time.Hour}
+	a, _ := runAgent(t, cfg)
+	f.publish(a.ID(), 1, f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "v2"))
+	f.waitStep("v2", proto.JobProgress_STEP_HEALTH_WINDOW, jobTimeout)
+	if v := servedVersion(t, a, "kws"); v != "2.0.0" {
+		t.Fatalf("serving %s in the window, want 2.0.0", v)
+	}
+	f.publish(a.ID(), 2, f.desiredModel(release{name: "kws", version: "1.0.0", data: simModelFile("kws", "1.0.0")}, "back"))
+	wantState(t, f.waitJob("v2", jobTimeout), proto.JobProgress_STATE_FAILED, "superseded by a newer desired generation; switched back to 1.0.0")
+	back := f.waitJob("back", jobTimeout)
+	wantState(t, back, proto.JobProgress_STATE_SUCCEEDED, "already running")
+	if s := steps(back); s != "QUEUED DONE/SUCCEEDED" {
+		t.Errorf("rollback generation steps %q: nothing to download when the version already serves", s)
+	}
+	if v := servedVersion(t, a, "kws"); v != "1.0.0" {
+		t.Fatalf("serving %s, want 1.0.0", v)
+	}
+	inferOK(t, a, "kws")
+}
