@@ -227,9 +227,9 @@ func (e *entry) shutdown() error {
 // errors wrapping ErrBadInput for inputs that do not fit the model, and
 // ErrUnknownModel or ErrClosed when the model is not served.
 func (s *Server) Infer(ctx context.Context, model string, inputs []runtime.Tensor, opts InferOptions) (*Result, error) {
-	e := s.entry(model)
-	if e == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownModel, model)
+	e, err := s.lookup(model)
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now()
 	arrived := opts.Arrived

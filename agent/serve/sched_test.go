@@ -592,6 +592,9 @@ func TestCloseFailsQueued(t *testing.T) {
 	if !g.closed.Load() || g.closedWhileBusy.Load() != 0 {
 		t.Errorf("model closed %v, closed while busy %d", g.closed.Load(), g.closedWhileBusy.Load())
 	}
+	if _, err := s.Infer(context.Background(), "sim", row(1), InferOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Infer after Close: %v, want ErrClosed", err)
+	}
 	if err := s.Swap("sim", "v2", newSim(0, 0)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Swap after Close: %v, want ErrClosed", err)
 	}
@@ -673,7 +676,12 @@ func TestCarryCountedOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := s.entry("sim").taken.Load(); n != 0 {
+	// Workers let go of a request just after answering it: stop them first.
+	e := s.entry("sim")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.taken.Load(); n != 0 {
 		t.Errorf("taken = %d after all requests finished, want 0", n)
 	}
 }

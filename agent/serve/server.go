@@ -272,6 +272,20 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
+// lookup returns the entry of a served model, ErrClosed once the server is
+// closing, or ErrUnknownModel.
+func (s *Server) lookup(name string) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("%w: the agent is stopping", ErrClosed)
+	}
+	if e := s.entries[name]; e != nil {
+		return e, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownModel, name)
+}
+
 func (s *Server) entry(name string) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -312,9 +326,9 @@ func (s *Server) Models() []ModelInfo {
 
 // Model returns the active version of one model.
 func (s *Server) Model(name string) (ModelInfo, error) {
-	e := s.entry(name)
-	if e == nil {
-		return ModelInfo{}, fmt.Errorf("%w: %q", ErrUnknownModel, name)
+	e, err := s.lookup(name)
+	if err != nil {
+		return ModelInfo{}, err
 	}
 	e.mu.Lock()
 	v, variant := e.active, e.variant
