@@ -388,3 +388,37 @@ func TestFoldPad(t *testing.T) {
 		}
 	}
 }
+
+// TestReferenceActivations checks the fixed-point int8 LOGISTIC and TANH
+// tables (used when the output has the spec's fixed quantization) over
+// every input value against the float functions.
+func TestReferenceActivations(t *testing.T) {
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	for _, code := range []int32{opLogistic, opTanh} {
+		qy := qp{1.0 / 256, -128}
+		if code == opTanh {
+			qy = qp{1.0 / 128, 0}
+		}
+		for _, qx := range []qp{{1.0 / 16, 0}, {0.05, -3}, {0.1, 20}} {
+			var lut [256]byte
+			if !refActivation(&lut, code, qx.scale, int32(qx.zp), qy.scale, int32(qy.zp)) {
+				t.Fatalf("%s: reference table refused input scale %v", opName(code, ""), qx.scale)
+			}
+			f := unaryFunc(code, 0)
+			ref := make([]float32, 256)
+			for i, v := range dequantizeAll(all, qx, ttInt8) {
+				ref[i] = f(v)
+			}
+			oc := opCase{code: code, ins: []testTensor{tensorQ("x", ttInt8, []int{256}, qx, nil)}, feed: [][]byte{all},
+				outs: []testTensor{tensorQ("y", ttInt8, []int{256}, qy, nil)}}
+			got := oc.run(t, runtime.Config{})[0]
+			if string(got) != string(lut[:]) {
+				t.Fatalf("%s: the kernel did not use the reference table", opName(code, ""))
+			}
+			checkQ(t, opName(code, "")+" reference", got, ref, qy, ttInt8, 1)
+		}
+	}
+}

@@ -9,7 +9,9 @@ import (
 // Element-wise unary operators: activations (LOGISTIC, TANH, RELU, RELU6,
 // RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH) and math (EXP, LOG, SQRT, RSQRT,
 // ABS, NEG, FLOOR). Float tensors compute directly. 8-bit quantized tensors
-// go through a 256-entry table built at prepare from the float function:
+// go through a 256-entry table built at prepare. For int8 LOGISTIC and TANH
+// in the reference arithmetics the table holds TFLite's fixed-point
+// reference results; otherwise it comes from the float function:
 // dequantize, apply, round, add the output zero point, clamp, as TFLite's
 // LUTPopulate does (rounding half away from zero) or, in LiteRT arithmetic,
 // as XNNPACK's table builders do (half to even).
@@ -30,6 +32,42 @@ type unary struct {
 	lut     [256]byte
 	i32     bool
 	neg     bool // int32 NEG (else ABS)
+}
+
+// refActivation builds the int8 table of TFLite's fixed-point reference
+// LOGISTIC or TANH (reference_integer_ops::Logistic/Tanh as TFLite Micro
+// prepares them), which require the spec's fixed output quantization:
+// 1/256 and -128 for LOGISTIC, 1/128 and 0 for TANH. ok is false when the
+// output does not have it and the float table applies instead.
+func refActivation(lut *[256]byte, code int32, si float32, zi int32, so float32, zo int32) bool {
+	logistic := code == opLogistic
+	if logistic && (so != 1.0/256 || zo != -128) || !logistic && (so != 1.0/128 || zo != 0) {
+		return false
+	}
+	const inputIntegerBits = 4
+	q, shift := math.Frexp(float64(si) * float64(int64(1)<<(31-inputIntegerBits)))
+	mult := int32(math.Round(q * (1 << 31)))
+	if shift < 0 || shift > 30 || q*(1<<31) >= 1<<31-0.5 {
+		return false
+	}
+	radius := int32(math.Floor(float64(int64(1)<<inputIntegerBits-1) * float64(int64(1)<<(31-inputIntegerBits)) / float64(int64(1)<<shift)))
+	rq := requant{mult: mult, shift: shift}
+	for b := range 256 {
+		in := int32(int8(b)) - zi
+		var o int32
+		switch {
+		case in <= -radius:
+			o = -128
+		case in >= radius:
+			o = 127
+		case logistic:
+			o = min(max(rdbpot(logisticQ4(rq.apply(in)), 31-8)-128, -128), 127)
+		default:
+			o = min(max(rdbpot(tanhQ4(rq.apply(in)), 31-7), -128), 127)
+		}
+		lut[b] = byte(int8(o))
+	}
+	return true
 }
 
 func unaryFunc(code int32, alpha float32) func(float32) float32 {
@@ -112,6 +150,10 @@ func prepareUnary(c *prepCtx) (kernel, error) {
 	so, zo, err := perTensor(out)
 	if err != nil {
 		return nil, err
+	}
+	if c.arith != arithLiteRT && in.dtype == runtime.Int8 && (c.op.code == opLogistic || c.op.code == opTanh) &&
+		refActivation(&k.lut, c.op.code, si, zi, so, zo) {
+		return k, nil
 	}
 	buildLUT(&k.lut, in.dtype, out.dtype, si, zi, so, zo, k.f, c.arith == arithLiteRT)
 	return k, nil
