@@ -44,7 +44,7 @@ type Publisher interface {
 const (
 	DefaultTick       = time.Second
 	DefaultMaxTargets = 100_000
-	dispatchChunk     = 512
+	dispatchChunk     = 2048
 )
 
 // Options configure an Engine.
@@ -407,6 +407,7 @@ func (e *Engine) dispatch(ctx context.Context, ru *run, ts []*Target, now time.T
 			online[i] = d.Online
 		}
 	}
+	payloads := make([][]byte, len(ts))
 	err := e.db.Update(func(tx *bolt.Tx) error {
 		for i, t := range ts {
 			va := variant(ru.v, t.Variant)
@@ -427,6 +428,9 @@ func (e *Engine) dispatch(ctx context.Context, ru *run, ts []*Target, now time.T
 			if err := putDevice(tx, t.Device, &dd); err != nil {
 				return err
 			}
+			if payloads[i], err = proto.Encode(dd.message(t.Device)); err != nil {
+				return fmt.Errorf("encode desired state of %s: %w", t.Device, err)
+			}
 			t.Phase, t.Generation, t.JobID, t.Dispatched, t.OnlineAtDispatch = r.Phase, dd.Generation, job, now, online[i]
 			t.JobStep, t.JobState, t.JobReason, t.Sent = "", "", "", false
 			if err := putTarget(tx, r.ID, t); err != nil {
@@ -440,7 +444,7 @@ func (e *Engine) dispatch(ctx context.Context, ru *run, ts []*Target, now time.T
 	if err != nil {
 		return fmt.Errorf("record dispatch: %w", err)
 	}
-	return e.publishTargets(ctx, ru, ts)
+	return e.publish(ctx, ru, ts, payloads)
 }
 
 func jobID(rollout, device string, gen uint64) string {
@@ -456,36 +460,44 @@ func variant(v *registry.Version, id string) *registry.Variant {
 	return nil
 }
 
-// publishTargets publishes each device's current desired state (which the
-// database already holds) and marks the targets sent.
+// publishTargets publishes each device's current desired state as the
+// database holds it (after a restart, or a failed publish) and marks the
+// targets sent.
 func (e *Engine) publishTargets(ctx context.Context, ru *run, ts []*Target) error {
 	if len(ts) == 0 {
 		return nil
 	}
-	var sent []*Target
-	var firstErr error
+	payloads := make([][]byte, len(ts))
 	err := e.db.View(func(tx *bolt.Tx) error {
-		for _, t := range ts {
+		for i, t := range ts {
 			dd, err := getDevice(tx, t.Device)
 			if err != nil {
 				return err
 			}
-			payload, err := proto.Encode(dd.message(t.Device))
-			if err != nil {
+			if payloads[i], err = proto.Encode(dd.message(t.Device)); err != nil {
 				return fmt.Errorf("encode desired state of %s: %w", t.Device, err)
 			}
-			if err := e.opts.Publisher.Publish(ctx, proto.Topic(t.Device, proto.KindDesired), payload, true); err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("publish desired state of %s: %w", t.Device, err)
-				}
-				continue
-			}
-			sent = append(sent, t)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	return e.publish(ctx, ru, ts, payloads)
+}
+
+// publish sends payloads[i] to ts[i] and marks the targets sent.
+func (e *Engine) publish(ctx context.Context, ru *run, ts []*Target, payloads [][]byte) error {
+	var sent []*Target
+	var firstErr error
+	for i, t := range ts {
+		if err := e.opts.Publisher.Publish(ctx, proto.Topic(t.Device, proto.KindDesired), payloads[i], true); err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publish desired state of %s: %w", t.Device, err)
+			}
+			continue
+		}
+		sent = append(sent, t)
 	}
 	if len(sent) > 0 {
 		if err := e.db.Update(func(tx *bolt.Tx) error {
@@ -639,6 +651,7 @@ func (e *Engine) finishRollback(ctx context.Context, ru *run) error {
 			entries[i] = dm
 			t.RollbackNote = note
 		}
+		payloads := make([][]byte, len(chunk))
 		err := e.db.Update(func(tx *bolt.Tx) error {
 			for i, t := range chunk {
 				t.RolledBack = true
@@ -654,6 +667,9 @@ func (e *Engine) finishRollback(ctx context.Context, ru *run) error {
 					dd.set(m)
 					if err := putDevice(tx, t.Device, &dd); err != nil {
 						return err
+					}
+					if payloads[i], err = proto.Encode(dd.message(t.Device)); err != nil {
+						return fmt.Errorf("encode desired state of %s: %w", t.Device, err)
 					}
 					t.JobID, t.Generation = m.JobID, dd.Generation
 					t.JobStep, t.JobState, t.JobReason = "", "", ""
@@ -671,12 +687,13 @@ func (e *Engine) finishRollback(ctx context.Context, ru *run) error {
 			return fmt.Errorf("record rollback: %w", err)
 		}
 		var send []*Target
+		var sendPayloads [][]byte
 		for i, t := range chunk {
 			if entries[i] != nil {
-				send = append(send, t)
+				send, sendPayloads = append(send, t), append(sendPayloads, payloads[i])
 			}
 		}
-		if err := e.publishTargets(ctx, ru, send); err != nil {
+		if err := e.publish(ctx, ru, send, sendPayloads); err != nil {
 			return err
 		}
 	}

@@ -30,7 +30,7 @@ func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 // put in the inventory by their hello, the engine is stepped by hand with
 // an injected clock, desired states go through a real embedded broker.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	inv   *inventory.Inventory
 	reg   *registry.Registry
@@ -39,7 +39,7 @@ type env struct {
 	e     *rollout.Engine
 }
 
-func newEnv(t *testing.T, devices int) *env {
+func newEnv(t testing.TB, devices int) *env {
 	t.Helper()
 	ctx := context.Background()
 	en := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}}
@@ -62,18 +62,32 @@ func newEnv(t *testing.T, devices int) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { en.b.Close() })
-	for i := range devices {
-		profile := "raspberry-pi-4"
-		if i%10 == 9 {
-			profile = "coral-dev-board"
-		}
-		h := &proto.Hello{ProtocolVersion: proto.ProtocolVersion, DeviceId: fmt.Sprintf("d%03d", i), AgentVersion: "0.3.0", FirmwareProfile: profile, Session: 1,
-			Backends: []*proto.Backend{{Name: "tflite", Available: true, Formats: []string{"tflite"}}},
-			Models:   []*proto.InstalledModel{{Name: model, Version: "1.0.0", Active: true}},
-			Labels:   map[string]string{"site": fmt.Sprintf("plant-%d", i%2)}}
-		if err := en.inv.ApplyHello(ctx, h); err != nil {
-			t.Fatal(err)
-		}
+	// Hellos from many goroutines, so the store's batches fill.
+	var wg sync.WaitGroup
+	errs := make(chan error, devices)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < devices; i += 32 {
+				profile := "raspberry-pi-4"
+				if i%10 == 9 {
+					profile = "coral-dev-board"
+				}
+				h := &proto.Hello{ProtocolVersion: proto.ProtocolVersion, DeviceId: fmt.Sprintf("d%03d", i), AgentVersion: "0.3.0", FirmwareProfile: profile, Session: 1,
+					Backends: []*proto.Backend{{Name: "tflite", Available: true, Formats: []string{"tflite"}}},
+					Models:   []*proto.InstalledModel{{Name: model, Version: "1.0.0", Active: true}},
+					Labels:   map[string]string{"site": fmt.Sprintf("plant-%d", i%2)}}
+				if err := en.inv.ApplyHello(ctx, h); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 	en.open()
 	return en
