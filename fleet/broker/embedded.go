@@ -8,6 +8,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,14 @@ type Limits struct {
 	// so they dominate memory at fleet scale.
 	ReadBufferBytes  int
 	WriteBufferBytes int
+	// MaxConnsPerIP bounds concurrent connections from one IP address; 0
+	// means no bound, the default, because gateways behind one NAT and
+	// simulators on one host share an address. Set it on exposed brokers.
+	MaxConnsPerIP int
+	// ConnectTimeout bounds the time from accepting a connection (and TLS
+	// handshake) to its CONNECT packet, so silent connections cannot pile
+	// up. Default 10 s.
+	ConnectTimeout time.Duration
 }
 
 // DefaultLimits returns the limits used when Options.Limits is zero.
@@ -91,6 +100,7 @@ func DefaultLimits() Limits {
 		PublishBurst:     200,
 		ReadBufferBytes:  2 << 10,
 		WriteBufferBytes: 2 << 10,
+		ConnectTimeout:   10 * time.Second,
 	}
 }
 
@@ -131,6 +141,9 @@ func (l Limits) withDefaults() Limits {
 	if l.WriteBufferBytes == 0 {
 		l.WriteBufferBytes = d.WriteBufferBytes
 	}
+	if l.ConnectTimeout == 0 {
+		l.ConnectTimeout = d.ConnectTimeout
+	}
 	return l
 }
 
@@ -148,6 +161,12 @@ type EmbeddedOptions struct {
 	HandleTimeout time.Duration
 	// Logger receives broker logs (mochi's too); nil discards them.
 	Logger *slog.Logger
+	// Auth, when set, admits only devices whose credentials it accepts
+	// and confines each to its own topics; nil lets any client connect and
+	// use any topic (--mqtt-auth=off).
+	Auth Authenticator
+	// TLS, when set, makes the listener accept only TLS connections.
+	TLS *tls.Config
 }
 
 // Embedded is an in-process mochi-mqtt broker.
@@ -155,6 +174,8 @@ type Embedded struct {
 	srv    *mqtt.Server
 	hook   *ingestHook
 	conn   *connectHook
+	auth   *authHook
+	tls    bool
 	ln     *tcpListener
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -205,7 +226,13 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	// The ingest hook refuses publishes under another device's id; the
 	// connect hook refuses wills that would do the same.
 	conn := &connectHook{log: log}
-	if err := srv.AddHook(conn, nil); err != nil {
+	var admit mqtt.Hook = conn
+	var auth *authHook
+	if opts.Auth != nil {
+		auth = &authHook{ctx: ctx, auth: opts.Auth, timeout: opts.HandleTimeout, log: log}
+		admit = auth
+	}
+	if err := srv.AddHook(admit, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
@@ -218,20 +245,29 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		cancel()
 		return nil, fmt.Errorf("embedded broker: listen on %s: %w", opts.Addr, err)
 	}
-	tl := &tcpListener{ln: ln}
+	if opts.TLS != nil {
+		ln = tls.NewListener(ln, opts.TLS)
+	}
+	tl := &tcpListener{ln: ln, maxPerIP: l.MaxConnsPerIP, connectTimeout: l.ConnectTimeout, perIP: map[string]int{}}
 	if err := srv.AddListener(tl); err != nil {
 		ln.Close()
 		cancel()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	return &Embedded{srv: srv, hook: hook, conn: conn, ln: tl, log: log, cancel: cancel}, nil
+	return &Embedded{srv: srv, hook: hook, conn: conn, auth: auth, tls: opts.TLS != nil, ln: tl, log: log, cancel: cancel}, nil
 }
 
 // Addr is the address the broker listens on, e.g. "127.0.0.1:41883".
 func (e *Embedded) Addr() string { return e.ln.Address() }
 
-// URL is the broker's address as a client URL, e.g. "tcp://127.0.0.1:1883".
-func (e *Embedded) URL() string { return "tcp://" + e.Addr() }
+// URL is the broker's address as a client URL, e.g. "tcp://127.0.0.1:1883",
+// or "tls://..." with TLS.
+func (e *Embedded) URL() string {
+	if e.tls {
+		return "tls://" + e.Addr()
+	}
+	return "tcp://" + e.Addr()
+}
 
 // Start begins accepting connections. ctx is unused: the broker runs until
 // Close.
@@ -282,6 +318,12 @@ func (e *Embedded) Publish(ctx context.Context, topic string, payload []byte, re
 // full inflight store), which operators should watch.
 func (e *Embedded) Stats() map[string]int64 {
 	info := e.srv.Info
+	refused := e.conn.refused.Load()
+	var denied int64
+	if e.auth != nil {
+		refused += e.auth.refused.Load()
+		denied = e.auth.denied.Load()
+	}
 	return map[string]int64{
 		"clients_connected": atomic.LoadInt64(&info.ClientsConnected),
 		"messages_received": atomic.LoadInt64(&info.MessagesReceived),
@@ -291,7 +333,9 @@ func (e *Embedded) Stats() map[string]int64 {
 		"retained":          atomic.LoadInt64(&info.Retained),
 		"subscriptions":     atomic.LoadInt64(&info.Subscriptions),
 		"publishes_paced":   e.hook.throttled.Load(),
-		"connects_refused":  e.conn.refused.Load(),
+		"connects_refused":  refused,
+		"topics_denied":     denied,
+		"conns_over_ip_cap": e.ln.overCap.Load(),
 	}
 }
 

@@ -1,0 +1,101 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgefleet/edgefleet/fleet/enroll"
+	"github.com/edgefleet/edgefleet/proto"
+)
+
+// Authenticator checks a device's credentials at connect; enroll.Enroll
+// provides it. It returns nil only for an enrolled, accepted device whose
+// secret matches.
+type Authenticator interface {
+	Authenticate(ctx context.Context, deviceID string, secret []byte) error
+}
+
+// authHook admits only enrolled devices and confines each to its own
+// topics (enroll.TopicAllowed). It replaces connectHook when auth is on:
+// mochi admits a client, or allows a topic, if any hook says yes, so an
+// allow-all hook next to this one would open everything again. The
+// server's inline client never reaches it for publishes and is allowed
+// everything else.
+type authHook struct {
+	mqtt.HookBase
+	ctx     context.Context
+	auth    Authenticator
+	timeout time.Duration
+	log     *slog.Logger
+	refused atomic.Int64
+	denied  atomic.Int64
+}
+
+func (h *authHook) ID() string { return "edgefleet-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	user := string(pk.Connect.Username)
+	refuse := func(why string, args ...any) bool {
+		h.refused.Add(1)
+		h.log.Warn("refused connection: "+why, append([]any{"client_id", cl.ID, "remote", cl.Net.Remote}, args...)...)
+		return false
+	}
+	if !pk.Connect.UsernameFlag || len(pk.Connect.Password) == 0 {
+		return refuse("no credentials (anonymous clients are not allowed; enrol the device)")
+	}
+	if user != cl.ID {
+		return refuse("username is not the client id", "username", user)
+	}
+	if err := proto.ValidateDeviceID(cl.ID); err != nil {
+		return refuse("client id is not a device id", "error", err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
+	defer cancel()
+	if err := h.auth.Authenticate(ctx, cl.ID, pk.Connect.Password); err != nil {
+		return refuse("credentials not accepted", "error", err)
+	}
+	// mochi publishes a will on disconnect without an ACL check.
+	if pk.Connect.WillFlag && !enroll.TopicAllowed(cl.ID, pk.Connect.WillTopic, true) {
+		return refuse("last will on a topic the device may not publish", "will_topic", pk.Connect.WillTopic)
+	}
+	return true
+}
+
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	if enroll.TopicAllowed(cl.ID, topic, write) {
+		return true
+	}
+	h.denied.Add(1)
+	h.log.Warn("denied topic", "client_id", cl.ID, "topic", topic, "write", write)
+	return false
+}
+
+// Disconnect cuts the device's connection, if it has one, at once; with
+// auth on, its credentials are refused when it tries again. It reports
+// whether a connection was cut.
+func (e *Embedded) Disconnect(deviceID string) bool {
+	cl, ok := e.srv.Clients.Get(deviceID)
+	if !ok || cl.Net.Inline || cl.Closed() {
+		return false
+	}
+	_ = e.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	e.log.Info("disconnected device", "device", deviceID)
+	return true
+}
+
+var _ mqtt.Hook = (*authHook)(nil)
