@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -123,6 +124,15 @@ type Config struct {
 	// UpdateHTTPClient downloads artifacts; nil means one with connect and
 	// header timeouts.
 	UpdateHTTPClient *http.Client
+
+	// Username and Password are the MQTT credentials from enrolment
+	// (agent/enroll: the device id and its secret); empty connects
+	// anonymously, which a server with --mqtt-auth=required refuses.
+	Username string
+	Password string
+	// TLS configures a tls:// broker connection (the CA pinned at
+	// enrolment); nil means the system roots.
+	TLS *tls.Config
 }
 
 // ModelSpec is a model to serve.
@@ -305,15 +315,18 @@ func parseBroker(s string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: broker URL %q: %v", ErrConfig, s, err)
 	}
+	scheme, port := "tcp", "1883"
 	switch u.Scheme {
 	case "tcp", "mqtt":
+	case "tls", "ssl", "mqtts":
+		scheme, port = "tls", "8883"
 	default:
-		return nil, fmt.Errorf("%w: broker URL %q: scheme %q is not tcp:// (TLS comes with the security work)", ErrConfig, s, u.Scheme)
+		return nil, fmt.Errorf("%w: broker URL %q: scheme %q is not tcp:// or tls://", ErrConfig, s, u.Scheme)
 	}
 	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), "1883")
+		u.Host = net.JoinHostPort(u.Hostname(), port)
 	}
-	u.Scheme = "tcp"
+	u.Scheme = scheme
 	return u, nil
 }
 

@@ -162,6 +162,8 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(a.brokerURL.String()).
 		SetClientID(a.id).
+		SetUsername(a.cfg.Username).
+		SetPassword(a.cfg.Password).
 		SetProtocolVersion(4). // MQTT 3.1.1, no fallback to 3.1
 		SetCleanSession(true).
 		SetAutoReconnect(false).
@@ -191,7 +193,11 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 	opts.SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
 		defer cancel()
-		return dial(dctx, "tcp", u.Host)
+		conn, err := dial(dctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		return a.secure(dctx, conn)
 	})
 	client := mqtt.NewClient(opts)
 	if err := a.wait(ctx, client.Connect(), a.cfg.ConnectTimeout); err != nil {
