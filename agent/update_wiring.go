@@ -39,7 +39,10 @@ func (a *Agent) setupUpdater(ctx context.Context) error {
 		FleetKey: a.cfg.FleetKey, Dir: dir, DeviceID: a.id, Store: st, Server: a,
 		Backends: a.backends, Base: a.installed, Report: a.queueJob, Health: a.cfg.Health,
 		HTTPClient: a.cfg.UpdateHTTPClient,
-		Now:        a.clock.Now,
+		Profile:    a.profile.Name, AgentVersion: a.cfg.AgentVersion,
+		// An artifact must fit the profile's model memory on its own.
+		MaxArtifactBytes: uint64(max(a.profile.ModelMemoryMB, 1)) << 20,
+		Now:              a.clock.Now,
 		After: func(d time.Duration) (<-chan time.Time, func() bool) {
 			t := a.clock.NewTimer(d)
 			return t.C(), t.Stop

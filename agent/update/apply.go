@@ -10,8 +10,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-version"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/state"
@@ -300,10 +303,37 @@ func (u *Updater) checkManifest(dm *proto.DesiredModel) (*proto.Manifest, error)
 	case dm.GetBackend() != "" && m.Backend != dm.GetBackend():
 		return nil, mismatch("backend", m.Backend, dm.GetBackend())
 	}
+	if err := u.compatible(m); err != nil {
+		return nil, err
+	}
 	if m.Artifact.Size > u.cfg.MaxArtifactBytes {
 		return nil, fmt.Errorf("%w: %s %s is %d bytes, this device takes at most %d", ErrTooLarge, m.Model, m.Version, m.Artifact.Size, u.cfg.MaxArtifactBytes)
 	}
 	return m, nil
+}
+
+// compatible checks what the manifest asks of the device besides a
+// backend: its firmware profile and the agent's version.
+func (u *Updater) compatible(m *proto.Manifest) error {
+	if len(m.Profiles) > 0 && u.cfg.Profile != "" && !slices.Contains(m.Profiles, u.cfg.Profile) {
+		return fmt.Errorf("%w: %s %s is built for profiles %v, this device is %s", ErrIncompatible, m.Model, m.Version, m.Profiles, u.cfg.Profile)
+	}
+	if m.MinAgentVersion == "" {
+		return nil
+	}
+	c, err := version.NewConstraint(m.MinAgentVersion)
+	if err != nil {
+		return fmt.Errorf("%w: min_agent_version %q is not a version constraint: %v", ErrIncompatible, m.MinAgentVersion, err)
+	}
+	v, err := version.NewVersion(u.cfg.AgentVersion)
+	if err != nil {
+		u.log.Info("agent version does not parse; not checked against the manifest", "agent_version", u.cfg.AgentVersion, "min_agent_version", m.MinAgentVersion)
+		return nil
+	}
+	if !c.Check(v) {
+		return fmt.Errorf("%w: %s %s needs agent %s, this is %s", ErrIncompatible, m.Model, m.Version, m.MinAgentVersion, u.cfg.AgentVersion)
+	}
+	return nil
 }
 
 func (u *Updater) pickBackend(name, format string) (runtime.Backend, error) {
@@ -465,12 +495,16 @@ func (u *Updater) fetchSelfTest(ctx context.Context, artifactURL string, man *pr
 	if man.SelfTest == nil {
 		return nil, nil, nil
 	}
+	var total uint64
+	for _, r := range append(append([]proto.ArtifactRef(nil), man.SelfTest.Inputs...), man.SelfTest.ExpectedOutputs...) {
+		total += r.Size
+	}
+	if total > maxSelfTestBytes {
+		return nil, nil, fmt.Errorf("%w: self-test tensors take %d bytes, limit %d", ErrTooLarge, total, maxSelfTestBytes)
+	}
 	get := func(refs []proto.ArtifactRef) ([][]byte, error) {
 		var out [][]byte
 		for _, r := range refs {
-			if r.Size > maxSelfTestBytes {
-				return nil, fmt.Errorf("%w: self-test tensor %s is %d bytes, limit %d", ErrTooLarge, r.SHA256, r.Size, maxSelfTestBytes)
-			}
 			url, err := selfTestURL(artifactURL, r.SHA256)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %v", ErrDownload, err)

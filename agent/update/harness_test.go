@@ -183,6 +183,8 @@ type release struct {
 	backend       string // default "tflite"
 	input, output []byte // self-test tensors
 	tolerance     float64
+	profiles      []string
+	minAgent      string
 }
 
 // desiredModel publishes the release's artifact and returns a correctly
@@ -196,7 +198,7 @@ func (f *fleet) desiredModel(r release, job string) *proto.DesiredModel {
 	m := &proto.Manifest{
 		Artifact: proto.ArtifactRef{SHA256: sha, Size: uint64(len(r.data))},
 		Backend:  r.backend, Format: "tflite", Model: r.name, Precision: "int8", Schema: proto.ManifestSchema,
-		Variant: "tflite-int8", Version: r.version,
+		Variant: "tflite-int8", Version: r.version, Profiles: r.profiles, MinAgentVersion: r.minAgent,
 	}
 	if r.input != nil {
 		in := proto.ArtifactRef{SHA256: f.put(r.input), Size: uint64(len(r.input))}
@@ -257,18 +259,27 @@ func (f *fleet) waitJob(job string, timeout time.Duration) []*proto.JobProgress 
 // waitStep waits until a job reports a step.
 func (f *fleet) waitStep(job string, step proto.JobProgress_Step, timeout time.Duration) {
 	f.t.Helper()
+	f.waitStepN(job, step, 1, timeout)
+}
+
+// waitStepN waits until a job has reported a step n times.
+func (f *fleet) waitStepN(job string, step proto.JobProgress_Step, n int, timeout time.Duration) {
+	f.t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		f.mu.Lock()
 		ch := f.cond
+		seen := 0
 		for _, p := range f.jobs {
 			if p.GetJobId() == job && p.GetStep() == step {
-				f.mu.Unlock()
-				return
+				seen++
 			}
 		}
 		f.mu.Unlock()
+		if seen >= n {
+			return
+		}
 		select {
 		case <-ch:
 		case <-deadline.C:

@@ -79,6 +79,12 @@ type Config struct {
 	Server   Server
 	// Backends the device has, preferred first.
 	Backends []runtime.Backend
+	// Profile is the device's firmware profile; a manifest that lists
+	// profiles without it is incompatible.
+	Profile string
+	// AgentVersion is checked against a manifest's min_agent_version; a
+	// version that does not parse (a development build) passes.
+	AgentVersion string
 	// Base are the installed models the agent was configured with; their
 	// entries fill slot "a" of a model until an update writes it.
 	Base []state.Model
@@ -110,7 +116,8 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-// maxSelfTestBytes bounds one self-test tensor.
+// maxSelfTestBytes bounds the self-test tensors of one variant together:
+// they are held in memory.
 const maxSelfTestBytes = 16 << 20
 
 // Updater applies desired deployments. Build it with New, call Restore

@@ -222,13 +222,9 @@ func TestHealthWindowBreachRollsBack(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		inferOK(t, a, "kws") // the baseline: 1.0.0 never fails
 	}
-	pending := clock.Pending()
-
 	f.publish(a.ID(), 1, f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "bad"))
 	f.waitStep("bad", proto.JobProgress_STEP_HEALTH_WINDOW, jobTimeout)
-	if !clock.WaitPending(pending+1, nil) {
-		t.Fatal("no health window timer")
-	}
+	waitHealthTimer(t, clock)
 	if v := servedVersion(t, a, "kws"); v != "2.0.0" {
 		t.Fatalf("serving %s in the health window, want 2.0.0", v)
 	}
@@ -297,6 +293,7 @@ func TestUpdaterStandalone(t *testing.T) {
 		Backends: []agentrt.Backend{simBackend(t, nil)}, Health: defaultTestHealth,
 		Report:   func(p *proto.JobProgress) { reports <- p },
 		DiskFree: func(string) (uint64, error) { return 1000, nil }, MinFreeBytes: 100,
+		Profile: "raspberry-pi-5", AgentVersion: "0.2.0",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -342,13 +339,21 @@ func TestUpdaterStandalone(t *testing.T) {
 	if p.GetState() != proto.JobProgress_STATE_INCOMPATIBLE || !strings.Contains(p.GetReason(), "onnxruntime") {
 		t.Errorf("missing backend: %v %q", p.GetState(), p.GetReason())
 	}
+	u.Desired(desired(3, f.desiredModel(release{name: "kws", version: "2.0.2", data: simModelFile("kws", "2.0.2"), profiles: []string{"coral-dev-board"}}, "coral")))
+	if p := wait("coral"); p.GetState() != proto.JobProgress_STATE_INCOMPATIBLE || !strings.Contains(p.GetReason(), "this device is raspberry-pi-5") {
+		t.Errorf("other profile: %v %q", p.GetState(), p.GetReason())
+	}
+	u.Desired(desired(4, f.desiredModel(release{name: "kws", version: "2.0.3", data: simModelFile("kws", "2.0.3"), minAgent: ">= 0.3.0"}, "newer-agent")))
+	if p := wait("newer-agent"); p.GetState() != proto.JobProgress_STATE_INCOMPATIBLE || !strings.Contains(p.GetReason(), "needs agent >= 0.3.0, this is 0.2.0") {
+		t.Errorf("min agent version: %v %q", p.GetState(), p.GetReason())
+	}
 	if v, _ := srv.ServedVersion("kws"); v != "1.0.0" {
 		t.Errorf("serving %s, want 1.0.0", v)
 	}
 
 	// An older generation than the applied one is ignored.
-	u.Desired(desired(1, f.desiredModel(release{name: "kws", version: "2.0.2", data: simModelFile("kws", "2.0.2")}, "old")))
-	u.Desired(desired(3, f.desiredModel(release{name: "kws", version: "2.0.3", data: simModelFile("kws", "2.0.3")}, "new")))
+	u.Desired(desired(1, f.desiredModel(release{name: "kws", version: "2.0.4", data: simModelFile("kws", "2.0.4")}, "old")))
+	u.Desired(desired(5, f.desiredModel(release{name: "kws", version: "2.0.5", data: simModelFile("kws", "2.0.5")}, "new")))
 	if p := wait("new"); p.GetState() != proto.JobProgress_STATE_SUCCEEDED {
 		t.Errorf("gen 3: %v %q", p.GetState(), p.GetReason())
 	}
@@ -383,4 +388,58 @@ func TestNewerGenerationInterruptsHealthWindow(t *testing.T) {
 		t.Fatalf("serving %s, want 1.0.0", v)
 	}
 	inferOK(t, a, "kws")
+}
+
+// TestRestartInHealthWindowThenRollback: the agent stops while it watches
+// a new version; the next start serves the new version from its slot,
+// resumes the window and, on a breach, rolls back to the previous version,
+// which it loads from the other slot.
+func TestRestartInHealthWindowThenRollback(t *testing.T) {
+	f := startFleet(t)
+	dir := t.TempDir()
+	backend := simBackend(t, map[string]simulators.Behavior{"kws@3.0.0": {ErrorRate: 1}})
+	cfg := f.agentConfig(t, dir, backend, simSpec("kws", "1.0.0"))
+	a, stop := runAgent(t, cfg)
+	f.publish(a.ID(), 1, f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "v2"))
+	wantState(t, f.waitJob("v2", jobTimeout), proto.JobProgress_STATE_SUCCEEDED, "")
+	stop()
+
+	cfg.Health = update.HealthPolicy{Window: 30 * time.Second, MinRequests: 20}
+	cfg.Clock = clocktest.New(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	a, stop = runAgent(t, cfg)
+	f.publish(a.ID(), 2, f.desiredModel(release{name: "kws", version: "3.0.0", data: simModelFile("kws", "3.0.0")}, "v3"))
+	f.waitStep("v3", proto.JobProgress_STEP_HEALTH_WINDOW, jobTimeout)
+	stop()
+
+	clock := clocktest.New(time.Date(2026, 11, 27, 13, 0, 0, 0, time.UTC))
+	cfg.Clock = clock
+	a, _ = runAgent(t, cfg)
+	if v := servedVersion(t, a, "kws"); v != "3.0.0" {
+		t.Fatalf("restarted in the health window serving %s, want 3.0.0", v)
+	}
+	f.waitStepN("v3", proto.JobProgress_STEP_HEALTH_WINDOW, 2, jobTimeout)
+	waitHealthTimer(t, clock)
+	for i := 0; i < 30; i++ {
+		if err := a.Infer(context.Background(), "kws", simulators.Input(), []agentrt.Tensor{{}}); !errors.Is(err, simulators.ErrSimulated) {
+			t.Fatalf("request %d to 3.0.0: %v", i, err)
+		}
+	}
+	clock.Advance(31 * time.Second)
+	wantState(t, f.waitJob("v3", jobTimeout), proto.JobProgress_STATE_ROLLED_BACK, "error rate 100.0%")
+	if v := servedVersion(t, a, "kws"); v != "2.0.0" {
+		t.Fatalf("serving %s after the rollback, want 2.0.0 from its slot", v)
+	}
+	inferOK(t, a, "kws")
+}
+
+// waitHealthTimer waits until the health window's timer is set: the
+// telemetry loop holds one timer, the window the other.
+func waitHealthTimer(t *testing.T, clock *clocktest.Clock) {
+	t.Helper()
+	timeout := make(chan struct{})
+	tm := time.AfterFunc(jobTimeout, func() { close(timeout) })
+	defer tm.Stop()
+	if !clock.WaitPending(2, timeout) {
+		t.Fatalf("no health window timer after %v (%d timers pending)", jobTimeout, clock.Pending())
+	}
 }
