@@ -149,6 +149,9 @@ func upload(ctx context.Context, endpoint string, meta registry.PublishRequest, 
 		return nil, err
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
+	if tok := strings.TrimSpace(os.Getenv("EDGEFLEET_TOKEN")); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok) // the server's API token (fleet/auth)
+	}
 	resp, err := (&http.Client{Timeout: 30 * time.Minute}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("upload to %s: %w", endpoint, err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,22 +19,32 @@ import (
 
 // Client calls the API; the edgefleet CLI uses it.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
 }
 
 // maxResponseBytes bounds what the client reads from one response.
 const maxResponseBytes = 64 << 20
 
+// TokenEnv names the environment variable NewClient takes the API token
+// from.
+const TokenEnv = "EDGEFLEET_TOKEN"
+
 // NewClient returns a client of the server at base, e.g.
-// http://127.0.0.1:8080.
+// http://127.0.0.1:8080, sending the API token in $EDGEFLEET_TOKEN (create
+// one on the console's Account page); SetToken replaces it.
 func NewClient(base string) (*Client, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server address %q is not an http(s) URL like http://127.0.0.1:8080", base)
 	}
-	return &Client{base: strings.TrimSuffix(base, "/"), http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Client{base: strings.TrimSuffix(base, "/"), http: &http.Client{Timeout: 30 * time.Second}, token: os.Getenv(TokenEnv)}, nil
 }
+
+// SetToken sets the API token sent as "Authorization: Bearer"; empty
+// sends none.
+func (c *Client) SetToken(token string) { c.token = strings.TrimSpace(token) }
 
 // StatusError is an error response of the API.
 type StatusError struct {
@@ -101,6 +112,9 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the fleet server at %s: %w", c.base, err)
@@ -110,6 +124,9 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		se := &StatusError{Code: resp.StatusCode}
 		_ = json.NewDecoder(body).Decode(&se.Body)
+		if resp.StatusCode == http.StatusUnauthorized && c.token == "" {
+			se.Body.Error = "the server wants an API token: create one on the console's Account page and set " + TokenEnv
+		}
 		return se
 	}
 	if err := json.NewDecoder(body).Decode(v); err != nil {

@@ -11,6 +11,9 @@ import (
 	"testing/fstest"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgefleet/edgefleet/fleet/auth"
 	"github.com/edgefleet/edgefleet/fleet/console"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/store"
@@ -36,17 +39,58 @@ func hello(t *testing.T, inv *inventory.Inventory, id string, labels map[string]
 	}
 }
 
-func serve(t *testing.T, inv *inventory.Inventory) *httptest.Server {
+// serve runs the console behind the real auth.Wrap and returns the server
+// and a session cookie of an admin.
+func serve(t *testing.T, inv *inventory.Inventory) (*httptest.Server, *http.Cookie) {
 	t.Helper()
-	c, err := console.New(console.Options{Inventory: inv, EventInterval: time.Millisecond})
+	a := newAuth(t)
+	c, err := console.New(console.Options{Inventory: inv, Auth: a, EventInterval: time.Millisecond, TickInterval: time.Hour})
 	if err != nil {
 		t.Fatalf("console.New with the embedded templates: %v", err)
 	}
 	mux := http.NewServeMux()
 	c.Register(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(a.Wrap(mux, nil))
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, adminCookie(t, a)
+}
+
+func newAuth(t *testing.T) *auth.Auth {
+	t.Helper()
+	st := storetest.Open(t, store.Options{})
+	a, err := auth.Open(auth.Options{DB: st.DB(), BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func adminCookie(t *testing.T, a *auth.Auth) *http.Cookie {
+	t.Helper()
+	if err := a.CreateUser(context.Background(), "root", "root-password", auth.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := a.Login(context.Background(), "root", "root-password", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Cookie{Name: auth.SessionCookie, Value: tok.Reveal()}
+}
+
+func get(t *testing.T, ck *http.Cookie, u string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck != nil {
+		req.AddCookie(ck)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 func TestBrokenTemplateFailsAtStart(t *testing.T) {
@@ -63,7 +107,7 @@ func TestBrokenTemplateFailsAtStart(t *testing.T) {
 			"templates/devices.html": {Data: []byte(`{{define "other"}}{{end}}`)},
 		},
 	} {
-		if _, err := console.New(console.Options{Templates: fsys}); err == nil {
+		if _, err := console.New(console.Options{Templates: fsys, Inventory: newInventory(t), Auth: newAuth(t)}); err == nil {
 			t.Errorf("%s: console.New accepted a broken template set", name)
 		}
 	}
@@ -73,18 +117,15 @@ func TestDevicesPage(t *testing.T) {
 	inv := newInventory(t)
 	hello(t, inv, "gw-1", map[string]string{"site": "<b>plant-7</b>"})
 	hello(t, inv, "gw-2", nil)
-	srv := serve(t, inv)
-	resp, err := http.Get(srv.URL + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, ck := serve(t, inv)
+	resp := get(t, ck, srv.URL+"/devices")
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	page := string(body)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET / = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	for _, want := range []string{"gw-1", "gw-2", "raspberry-pi-5", "kws@2.0.0", `class="status online"`, "2</span> online", "&lt;b&gt;plant-7&lt;/b&gt;", `src="/static/console.js"`} {
+	for _, want := range []string{"gw-1", "gw-2", "raspberry-pi-5", "kws@2.0.0", `class="status online"`, "2</span> online of", "&lt;b&gt;plant-7&lt;/b&gt;", `src="/static/console.js"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
 		}
@@ -96,19 +137,13 @@ func TestDevicesPage(t *testing.T) {
 		t.Error("no Content-Security-Policy")
 	}
 	for _, p := range []string{"/static/console.js", "/static/console.css"} {
-		r, err := http.Get(srv.URL + p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := get(t, nil, srv.URL+p) // public: the login page needs them
 		r.Body.Close()
 		if r.StatusCode != 200 {
 			t.Errorf("GET %s = %d", p, r.StatusCode)
 		}
 	}
-	r, err := http.Get(srv.URL + "/nope")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := get(t, ck, srv.URL+"/nope")
 	r.Body.Close()
 	if r.StatusCode != 404 {
 		t.Errorf("GET /nope = %d, want 404", r.StatusCode)
@@ -116,24 +151,22 @@ func TestDevicesPage(t *testing.T) {
 }
 
 func TestEmptyPage(t *testing.T) {
-	srv := serve(t, newInventory(t))
-	resp, err := http.Get(srv.URL + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, ck := serve(t, newInventory(t))
+	resp := get(t, ck, srv.URL+"/devices")
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "No devices yet") {
+	if !strings.Contains(string(body), "No devices match") {
 		t.Fatalf("empty page lacks the hint:\n%s", body)
 	}
 }
 
 func TestEventsFollowInventoryChanges(t *testing.T) {
 	inv := newInventory(t)
-	srv := serve(t, inv)
+	srv, ck := serve(t, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/events", nil)
+	req.AddCookie(ck)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

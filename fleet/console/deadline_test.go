@@ -17,14 +17,16 @@ import (
 // net/http cancels it (and the browser reconnects) every ReadTimeout.
 func TestEventStreamOutlivesServerTimeouts(t *testing.T) {
 	inv := newInventory(t)
-	c, err := console.New(console.Options{Inventory: inv, EventInterval: time.Millisecond})
+	a := newAuth(t)
+	c, err := console.New(console.Options{Inventory: inv, Auth: a, EventInterval: time.Millisecond, TickInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	c.Register(mux)
+	ck := adminCookie(t, a)
 	const timeout = 100 * time.Millisecond
-	srv := &http.Server{Handler: mux, ReadTimeout: timeout, WriteTimeout: timeout}
+	srv := &http.Server{Handler: a.Wrap(mux, nil), ReadTimeout: timeout, WriteTimeout: timeout}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -35,6 +37,7 @@ func TestEventStreamOutlivesServerTimeouts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+ln.Addr().String()+"/events", nil)
+	req.AddCookie(ck)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

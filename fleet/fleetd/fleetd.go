@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/fleet/api"
+	"github.com/edgefleet/edgefleet/fleet/auth"
 	"github.com/edgefleet/edgefleet/fleet/broker"
 	"github.com/edgefleet/edgefleet/fleet/console"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
@@ -56,6 +57,9 @@ type Config struct {
 	TelemetryHistory int
 	// MaxDevices bounds the inventory.
 	MaxDevices int
+	// BcryptCost is the cost of password hashes; 0 means bcrypt's
+	// default. Tests lower it.
+	BcryptCost int
 	// ShutdownTimeout bounds the graceful part of shutdown. Default 10 s.
 	ShutdownTimeout time.Duration
 	// Logger receives every log; nil discards them.
@@ -85,6 +89,7 @@ type Server struct {
 	log      *slog.Logger
 	st       *store.Store
 	inv      *inventory.Inventory
+	auth     *auth.Auth
 	broker   mqttBroker
 	httpLn   net.Listener
 	httpSrv  *http.Server
@@ -156,14 +161,22 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 
-	a := api.New(api.Options{Inventory: s.inv, Ready: s.Ready, Stats: s.Stats, Logger: log.With("component", "api")})
-	c, err := console.New(console.Options{Inventory: s.inv, Logger: log.With("component", "console")})
+	s.auth, err = auth.Open(auth.Options{DB: s.st.DB(), BcryptCost: cfg.BcryptCost, Logger: log.With("component", "auth")})
 	if err != nil {
 		return nil, err
 	}
+	if name, pw, created, err := s.auth.EnsureAdmin(ctx); err != nil {
+		return nil, err
+	} else if created {
+		// Printed once, so a first start is usable without
+		// `edgefleet-server init`; the console asks to change it.
+		log.Warn("no users yet: created the first admin with a one-time password; log in to the console and change it",
+			"user", name, "password", pw.Reveal())
+	}
+
+	a := api.New(api.Options{Inventory: s.inv, Ready: s.Ready, Stats: s.Stats, Logger: log.With("component", "api")})
 	mux := http.NewServeMux()
 	a.Register(mux)
-	c.Register(mux)
 
 	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -172,9 +185,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.openRollouts(ctx, mux); err != nil {
 		return nil, err
 	}
+	c, err := console.New(console.Options{Inventory: s.inv, Auth: s.auth, Models: s.reg, Rollouts: s.rollouts, Logger: log.With("component", "console")})
+	if err != nil {
+		return nil, err
+	}
+	c.Register(mux)
 	s.baseCtx, s.stopBase = context.WithCancel(context.Background())
 	s.httpSrv = &http.Server{
-		Handler:           limitBody(mux, 1<<20),
+		Handler:           limitBody(s.auth.Wrap(mux, nil), 1<<20),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -226,6 +244,9 @@ func (s *Server) HTTPURL() string { return "http://" + s.HTTPAddr() }
 // MQTTURL is the URL devices connect to: the embedded broker's, or the
 // external one's.
 func (s *Server) MQTTURL() string { return s.broker.URL() }
+
+// Auth is the server's users, sessions, API tokens and audit log.
+func (s *Server) Auth() *auth.Auth { return s.auth }
 
 // Inventory is the server's inventory.
 func (s *Server) Inventory() *inventory.Inventory { return s.inv }

@@ -16,16 +16,23 @@ package fleettest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/edgefleet/edgefleet/fleet/auth"
 	"github.com/edgefleet/edgefleet/fleet/fleetd"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/store"
@@ -44,6 +51,9 @@ type Fleet struct {
 	HTTPURL string
 	// DataDir holds the server's database.
 	DataDir string
+	// Token is an admin API token; GetJSON and Do send it. Pass it as
+	// EDGEFLEET_TOKEN to a CLI under test.
+	Token string
 
 	t      testing.TB
 	cancel context.CancelFunc
@@ -105,12 +115,18 @@ func Start(t testing.TB, opts ...Option) *Fleet {
 	srv, err := fleetd.New(context.Background(), fleetd.Config{
 		DataDir: o.dataDir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", MQTTURL: o.mqttURL, MQTTShareGroup: o.group,
 		TelemetryHistory: o.history, Logger: o.logger, ShutdownTimeout: 5 * time.Second,
+		BcryptCost: bcrypt.MinCost, // tests log in often; the cost guards real passwords only
 	})
 	if err != nil {
 		t.Fatalf("fleettest: start server: %v", err)
 	}
+	token, err := adminToken(srv)
+	if err != nil {
+		srv.Close()
+		t.Fatalf("fleettest: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Fleet{Server: srv, MQTTURL: srv.MQTTURL(), HTTPURL: srv.HTTPURL(), DataDir: o.dataDir, t: t, cancel: cancel, done: make(chan error, 1)}
+	f := &Fleet{Server: srv, MQTTURL: srv.MQTTURL(), HTTPURL: srv.HTTPURL(), DataDir: o.dataDir, Token: token, t: t, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- srv.Run(ctx) }()
 	t.Cleanup(f.Stop)
 
@@ -226,11 +242,54 @@ func (f *Fleet) WaitDevices(t testing.TB, q inventory.Query, n int, timeout time
 	}
 }
 
-// GetJSON fetches path from the server's HTTP API into v and returns the
-// status code.
+// processToken is one admin API token for every server this test
+// process starts. fleettest exports it as EDGEFLEET_TOKEN, which
+// api.NewClient reads, so CLIs and clients under test authenticate
+// without each test passing a token along.
+var processToken = sync.OnceValue(func() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	tok := auth.TokenPrefix + hex.EncodeToString(b)
+	os.Setenv("EDGEFLEET_TOKEN", tok)
+	return tok
+})
+
+// adminToken installs processToken for an admin of srv: the one the
+// server made at its first start, or one the data dir already has.
+func adminToken(srv *fleetd.Server) (string, error) {
+	ctx := context.Background()
+	tok := processToken()
+	users, err := srv.Auth().Users(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, u := range users {
+		if u.Role == auth.RoleAdmin {
+			_, err := srv.Auth().AddToken(ctx, u.Name, "fleettest", auth.Secret(tok), auth.RoleAdmin)
+			if errors.Is(err, auth.ErrExists) {
+				err = nil // a restart on the same data dir
+			}
+			return tok, err
+		}
+	}
+	return "", fmt.Errorf("no admin user to make a test token for")
+}
+
+// Do sends req with the fleet's admin token.
+func (f *Fleet) Do(req *http.Request) (*http.Response, error) {
+	req.Header.Set("Authorization", "Bearer "+f.Token)
+	return http.DefaultClient.Do(req)
+}
+
+// GetJSON fetches path from the server's HTTP API into v, with the admin
+// token, and returns the status code.
 func (f *Fleet) GetJSON(t testing.TB, path string, v any) int {
 	t.Helper()
-	resp, err := http.Get(f.HTTPURL + path)
+	req, err := http.NewRequest(http.MethodGet, f.HTTPURL+path, nil)
+	if err != nil {
+		t.Fatalf("fleettest: GET %s: %v", path, err)
+	}
+	resp, err := f.Do(req)
 	if err != nil {
 		t.Fatalf("fleettest: GET %s: %v", path, err)
 	}

@@ -394,7 +394,11 @@ func TestDeployMosquittoConfig(t *testing.T) {
 func TestShutdownEndsEventStreams(t *testing.T) {
 	var logs syncBuffer
 	f := fleettest.Start(t, fleettest.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	resp, err := http.Get(f.HTTPURL + "/events")
+	req, err := http.NewRequest(http.MethodGet, f.HTTPURL+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

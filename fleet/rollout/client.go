@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -56,6 +57,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
+	}
+	// The fleet server wants an API token (fleet/auth); the CLI takes it
+	// from the environment like api.NewClient does.
+	if tok := strings.TrimSpace(os.Getenv("EDGEFLEET_TOKEN")); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -1,71 +1,44 @@
-// Live refresh of the device table: the server sends an event when the
-// inventory changes (at most once a second); the page then re-reads the
-// device list from the JSON API and rebuilds the rows. Text is set with
-// textContent only, never parsed as HTML.
+// Live refresh: the server sends "devices" when the inventory changes (at
+// most once a second) and "tick" every few seconds; a page marked
+// data-live="devices" or "tick" then re-reads itself and swaps the #live
+// region. The HTML comes from this same server, rendered by the same
+// templates; nothing else is fetched. While a form field inside the region
+// has focus the swap waits, so keyboard users and typing are not disturbed.
 (function () {
   "use strict";
-  var table = document.getElementById("devices");
-  if (!table || !window.EventSource || !window.fetch) { return; }
-  var limit = table.getAttribute("data-limit") || "500";
+  var want = document.body.getAttribute("data-live");
+  var region = document.getElementById("live");
+  if (!want || !region || !window.EventSource || !window.fetch || !window.DOMParser) { return; }
   var busy = false, again = false;
 
-  function cell(tr, text) {
-    var td = document.createElement("td");
-    td.textContent = text;
-    tr.appendChild(td);
-    return td;
-  }
-
-  function render(list) {
-    var body = table.tBodies[0];
-    var rows = document.createDocumentFragment();
-    var online = 0;
-    list.devices.forEach(function (d) {
-      if (d.status === "online") { online++; }
-      var tr = document.createElement("tr");
-      cell(tr, d.id);
-      var st = document.createElement("span");
-      st.className = "status " + (d.status === "online" ? "online" : "offline");
-      st.textContent = d.status;
-      cell(tr, "").appendChild(st);
-      cell(tr, d.profile);
-      cell(tr, d.active_model || "");
-      var t = document.createElement("time");
-      t.dateTime = d.last_seen;
-      t.textContent = d.last_seen;
-      cell(tr, "").appendChild(t);
-      var labels = cell(tr, "");
-      Object.keys(d.labels || {}).sort().forEach(function (k) {
-        var s = document.createElement("span");
-        s.className = "label";
-        s.textContent = k + "=" + d.labels[k];
-        labels.appendChild(s);
-        labels.appendChild(document.createTextNode(" "));
-      });
-      rows.appendChild(tr);
-    });
-    if (list.devices.length === 0) {
-      var tr = document.createElement("tr");
-      tr.className = "empty";
-      var td = cell(tr, "No devices yet. Start an agent or the simulator against this server's MQTT address.");
-      td.colSpan = 6;
-      rows.appendChild(tr);
-    }
-    body.replaceChildren(rows);
-    document.getElementById("online").textContent = online;
-    document.getElementById("total").textContent = list.devices.length;
+  function editing() {
+    var a = document.activeElement;
+    return a && region.contains(a) && /^(INPUT|SELECT|TEXTAREA|BUTTON|SUMMARY)$/.test(a.tagName);
   }
 
   function refresh() {
+    if (editing()) { return; }
     if (busy) { again = true; return; }
     busy = true;
-    fetch("/api/v1/devices?limit=" + encodeURIComponent(limit), { headers: { "Accept": "application/json" } })
-      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
-      .then(render)
-      .catch(function () { /* keep the last good table; the next event retries */ })
+    fetch(window.location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("live");
+        if (!fresh || editing()) { return; }
+        // Keep open <details> open across the swap.
+        var open = {};
+        region.querySelectorAll("details[open] > summary").forEach(function (s) { open[s.textContent.split(":")[0]] = true; });
+        region.replaceChildren.apply(region, Array.prototype.slice.call(fresh.childNodes));
+        region.querySelectorAll("details > summary").forEach(function (s) {
+          if (open[s.textContent.split(":")[0]]) { s.parentNode.open = true; }
+        });
+        document.body.setAttribute("data-refreshed", String(Date.now()));
+      })
+      .catch(function () { /* keep the last good page; the next event retries */ })
       .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
 
   var es = new EventSource("/events");
-  es.addEventListener("devices", refresh);
+  es.addEventListener(want, refresh);
 })();
