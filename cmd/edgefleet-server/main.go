@@ -2,7 +2,8 @@
 // (an embedded broker, or --mqtt-url for an external one), the HTTP API and
 // the web console. Options come from flags, EDGEFLEET_* environment
 // variables and an optional YAML file (--config), in that precedence; see
-// -h. SIGINT or SIGTERM shuts it down cleanly.
+// -h. SIGINT or SIGTERM shuts it down cleanly. `edgefleet-server init`
+// creates the first admin (see init.go).
 package main
 
 import (
@@ -29,6 +30,9 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		return initCmd(os.Args[2:], os.Stdin, os.Stderr)
+	}
 	s, err := fleetd.LoadSettings(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		return err
