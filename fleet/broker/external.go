@@ -46,6 +46,9 @@ type ExternalOptions struct {
 	// shared one. Status is always subscribed plainly: retained messages
 	// are not delivered to shared subscriptions.
 	Group string
+	// Username and Password authenticate the server to a broker that
+	// requires it (deploy/mosquitto: the password file's server line).
+	Username, Password string
 	// Handler receives device messages. Required.
 	Handler Handler
 	// Workers is how many goroutines apply device messages; each device's
@@ -134,6 +137,8 @@ func NewExternal(opts ExternalOptions) (*External, error) {
 	co := paho.NewClientOptions().
 		AddBroker(opts.URL).
 		SetClientID(opts.ClientID).
+		SetUsername(opts.Username).
+		SetPassword(opts.Password).
 		SetProtocolVersion(4). // MQTT 3.1.1; paho.mqtt.golang speaks nothing newer
 		// A persistent session: while the server is away (restarting, or
 		// reconnecting after the broker restarted from its persistence file)

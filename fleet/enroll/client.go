@@ -15,9 +15,14 @@ import (
 // Client calls the operator side of the enrolment API; the edgefleet CLI
 // uses it.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
 }
+
+// SetToken makes the client send an operator API token
+// ("Authorization: Bearer"), as the server's operator routes require.
+func (c *Client) SetToken(token string) { c.token = token }
 
 // NewClient returns a client of the server at base, e.g.
 // http://127.0.0.1:8080. hc may be nil.
@@ -47,6 +52,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -60,6 +60,8 @@ type Config struct {
 	// BcryptCost is the cost of password hashes; 0 means bcrypt's
 	// default. Tests lower it.
 	BcryptCost int
+	// Security is device enrolment, broker auth and TLS.
+	Security SecurityConfig
 	// ShutdownTimeout bounds the graceful part of shutdown. Default 10 s.
 	ShutdownTimeout time.Duration
 	// Logger receives every log; nil discards them.
@@ -89,6 +91,7 @@ type Server struct {
 	log      *slog.Logger
 	st       *store.Store
 	inv      *inventory.Inventory
+	sec      security
 	auth     *auth.Auth
 	broker   mqttBroker
 	httpLn   net.Listener
@@ -145,17 +148,22 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.openSecurity(); err != nil {
+		return nil, err
+	}
 	if cfg.MQTTURL != "" {
 		// The external broker's retained status messages bring presence up
 		// to date once subscribed.
-		s.broker, err = broker.NewExternal(broker.ExternalOptions{URL: cfg.MQTTURL, ClientID: mqttClientID(cfg), Group: cfg.MQTTShareGroup, Handler: &s.ingest, Logger: log.With("component", "mqtt")})
+		s.broker, err = broker.NewExternal(broker.ExternalOptions{URL: cfg.MQTTURL, ClientID: mqttClientID(cfg), Group: cfg.MQTTShareGroup, Handler: &s.ingest,
+			Username: cfg.Security.MQTTUsername, Password: cfg.Security.MQTTPassword, Logger: log.With("component", "mqtt")})
 	} else {
 		// A new embedded broker has no connections: whatever the file says
 		// about presence is from the previous run.
 		if err := s.inv.MarkAllOffline(ctx); err != nil {
 			return nil, err
 		}
-		s.broker, err = broker.NewEmbedded(broker.EmbeddedOptions{Addr: cfg.MQTTAddr, Handler: &s.ingest, Logger: log.With("component", "mqtt")})
+		s.broker, err = broker.NewEmbedded(broker.EmbeddedOptions{Addr: cfg.MQTTAddr, Handler: &s.ingest, Logger: log.With("component", "mqtt"),
+			Auth: s.brokerAuth(), TLS: s.sec.tls})
 	}
 	if err != nil {
 		return nil, err
@@ -182,9 +190,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w", cfg.HTTPAddr, err)
 	}
+	s.httpLn = s.secureListener(s.httpLn)
 	if err := s.openRollouts(ctx, mux); err != nil {
 		return nil, err
 	}
+	s.wireEnrollment(mux)
 	c, err := console.New(console.Options{Inventory: s.inv, Auth: s.auth, Models: s.reg, Rollouts: s.rollouts, Logger: log.With("component", "console")})
 	if err != nil {
 		return nil, err
@@ -192,7 +202,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	c.Register(mux)
 	s.baseCtx, s.stopBase = context.WithCancel(context.Background())
 	s.httpSrv = &http.Server{
-		Handler:           limitBody(s.auth.Wrap(mux, nil), 1<<20),
+		Handler:           limitBody(s.auth.Wrap(mux, publicEnrollment), 1<<20),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -239,7 +249,12 @@ func limitBody(h http.Handler, n int64) http.Handler {
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
 
 // HTTPURL is the base URL of the API and console, e.g. http://127.0.0.1:8080.
-func (s *Server) HTTPURL() string { return "http://" + s.HTTPAddr() }
+func (s *Server) HTTPURL() string {
+	if s.sec.tls != nil {
+		return "https://" + s.HTTPAddr()
+	}
+	return "http://" + s.HTTPAddr()
+}
 
 // MQTTURL is the URL devices connect to: the embedded broker's, or the
 // external one's.

@@ -68,6 +68,9 @@ type options struct {
 	logger   *slog.Logger
 	history  int
 	logLevel slog.Level
+	// deviceAuth and tls: see WithDeviceAuth and WithTLS (enroll.go).
+	deviceAuth bool
+	tls        bool
 }
 
 // Option changes how Start starts the server.
@@ -116,6 +119,7 @@ func Start(t testing.TB, opts ...Option) *Fleet {
 		DataDir: o.dataDir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", MQTTURL: o.mqttURL, MQTTShareGroup: o.group,
 		TelemetryHistory: o.history, Logger: o.logger, ShutdownTimeout: 5 * time.Second,
 		BcryptCost: bcrypt.MinCost, // tests log in often; the cost guards real passwords only
+		Security:   o.security(),
 	})
 	if err != nil {
 		t.Fatalf("fleettest: start server: %v", err)
@@ -144,7 +148,7 @@ func Start(t testing.TB, opts ...Option) *Fleet {
 			t.Fatalf("fleettest: server not ready after %s: %v", StartTimeout, srv.Ready())
 		}
 	}
-	resp, err := http.Get(f.HTTPURL + "/readyz")
+	resp, err := f.HTTPClient().Get(f.HTTPURL + "/readyz")
 	if err != nil {
 		t.Fatalf("fleettest: %v", err)
 	}
@@ -278,7 +282,7 @@ func adminToken(srv *fleetd.Server) (string, error) {
 // Do sends req with the fleet's admin token.
 func (f *Fleet) Do(req *http.Request) (*http.Response, error) {
 	req.Header.Set("Authorization", "Bearer "+f.Token)
-	return http.DefaultClient.Do(req)
+	return f.HTTPClient().Do(req)
 }
 
 // GetJSON fetches path from the server's HTTP API into v, with the admin

@@ -1,0 +1,179 @@
+package fleetd
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/edgefleet/edgefleet/fleet/auth"
+	"github.com/edgefleet/edgefleet/fleet/broker"
+	"github.com/edgefleet/edgefleet/fleet/enroll"
+	"github.com/edgefleet/edgefleet/fleet/tlsca"
+	"github.com/edgefleet/edgefleet/proto"
+)
+
+// Values of SecurityConfig.MQTTAuth and SecurityConfig.TLS.
+const (
+	MQTTAuthRequired = "required"
+	MQTTAuthOff      = "off"
+
+	TLSOff        = "off"
+	TLSSelfSigned = "self-signed"
+	TLSFiles      = "files"
+)
+
+// SecurityConfig is device identity and transport security.
+type SecurityConfig struct {
+	// MQTTAuth is MQTTAuthRequired (the default when empty: only enrolled
+	// devices connect, each to its own topics) or MQTTAuthOff (anyone may
+	// connect and use any topic; for demos and tests).
+	MQTTAuth string
+	// TLS is TLSOff (default), TLSSelfSigned (a CA generated on first
+	// start in DataDir/tls signs the server certificate) or TLSFiles
+	// (TLSCertFile and TLSKeyFile; TLSCAFile is handed to devices to pin).
+	// It applies to HTTPS and the embedded broker alike.
+	TLS                                string
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+	// TLSHosts are the names and IPs the self-signed certificate covers,
+	// besides localhost, 127.0.0.1 and the host name.
+	TLSHosts []string
+	// BrokerPublicURL is the broker address given to devices at
+	// enrolment; default the broker's own URL.
+	BrokerPublicURL string
+	// MQTTUsername and MQTTPassword are the server's credentials on an
+	// external broker; the same pair is allowed everything by the EMQX
+	// auth endpoints.
+	MQTTUsername, MQTTPassword string
+}
+
+// security is the server's enrolment authority and TLS material.
+type security struct {
+	enr    *enroll.Enroll
+	tls    *tls.Config
+	caPEM  []byte
+	caHash string
+}
+
+func (c SecurityConfig) validate() error {
+	switch c.MQTTAuth {
+	case "", MQTTAuthRequired, MQTTAuthOff:
+	default:
+		return fmt.Errorf("%w: mqtt auth %q is not %s or %s (--mqtt-auth)", ErrConfig, c.MQTTAuth, MQTTAuthRequired, MQTTAuthOff)
+	}
+	switch c.TLS {
+	case "", TLSOff, TLSSelfSigned:
+	case TLSFiles:
+		if c.TLSCertFile == "" || c.TLSKeyFile == "" {
+			return fmt.Errorf("%w: --tls=files needs --tls-cert and --tls-key", ErrConfig)
+		}
+	default:
+		return fmt.Errorf("%w: tls %q is not %s, %s or %s (--tls)", ErrConfig, c.TLS, TLSOff, TLSSelfSigned, TLSFiles)
+	}
+	return nil
+}
+
+// openSecurity opens the enrolment records (in the fleet store's file) and
+// loads or creates the TLS material. Call after the store is open.
+func (s *Server) openSecurity() error {
+	c := s.cfg.Security
+	if err := c.validate(); err != nil {
+		return err
+	}
+	var err error
+	s.sec.enr, err = enroll.Open(enroll.Options{DB: s.st.DB(), Logger: s.log.With("component", "enroll")})
+	if err != nil {
+		return err
+	}
+	switch c.TLS {
+	case TLSSelfSigned:
+		ca, created, err := tlsca.LoadOrCreate(filepath.Join(s.cfg.DataDir, "tls"))
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		if created {
+			s.log.Info("generated the fleet's TLS CA; agents pin it at enrolment", "ca_sha256", ca.Fingerprint())
+		}
+		host, _ := os.Hostname()
+		cert, err := ca.ServerCertificate(append([]string{"localhost", "127.0.0.1", "::1", host}, c.TLSHosts...))
+		if err != nil {
+			return fmt.Errorf("tls: server certificate: %w", err)
+		}
+		s.sec.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.sec.caPEM, s.sec.caHash = ca.CertPEM(), ca.Fingerprint()
+	case TLSFiles:
+		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		s.sec.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if c.TLSCAFile != "" {
+			if s.sec.caPEM, err = os.ReadFile(c.TLSCAFile); err != nil {
+				return fmt.Errorf("tls: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// brokerAuth is what the embedded broker checks devices with; nil when
+// auth is off.
+func (s *Server) brokerAuth() broker.Authenticator {
+	if s.cfg.Security.MQTTAuth == MQTTAuthOff {
+		return nil
+	}
+	return s.sec.enr
+}
+
+// wireEnrollment mounts the enrolment API and makes a cut-off device lose
+// its broker connection at once. Call once the broker and the registry
+// (the fleet key) exist.
+func (s *Server) wireEnrollment(mux *http.ServeMux) {
+	if e, ok := s.broker.(*broker.Embedded); ok {
+		s.sec.enr.OnCutOff(func(id string) { e.Disconnect(id) })
+	}
+	opts := enroll.HTTPOptions{BrokerURL: s.cfg.Security.BrokerPublicURL, CACert: s.sec.caPEM,
+		ServerUser: s.cfg.Security.MQTTUsername, ServerSecret: enroll.Secret(s.cfg.Security.MQTTPassword), Logger: s.log.With("component", "enroll")}
+	if opts.BrokerURL == "" {
+		opts.BrokerURL = s.broker.URL()
+	}
+	if s.reg != nil {
+		opts.FleetKey = s.reg.PublicKey()
+	}
+	enroll.NewHandler(s.sec.enr, opts).Register(mux)
+}
+
+// secureListener wraps the HTTP listener in TLS when TLS is on.
+func (s *Server) secureListener(ln net.Listener) net.Listener {
+	if s.sec.tls == nil {
+		return ln
+	}
+	return tls.NewListener(ln, s.sec.tls)
+}
+
+// Enrollment is the server's enrolment authority.
+func (s *Server) Enrollment() *enroll.Enroll { return s.sec.enr }
+
+// CAFingerprint is the SHA-256 of the self-signed CA that agents pin
+// (edgefleet-agent enroll --ca-sha256); empty unless --tls=self-signed.
+func (s *Server) CAFingerprint() string { return s.sec.caHash }
+
+// CACert is the PEM CA certificate handed to devices; nil without one.
+func (s *Server) CACert() []byte { return s.sec.caPEM }
+
+// publicEnrollment is auth.DefaultPolicy with the device-facing
+// enrolment endpoints public: a gateway has no operator login and proves
+// itself with its token (or waits for an operator), and a broker calling
+// the EMQX endpoints proves nothing but learns only allow or deny for
+// credentials it was given.
+func publicEnrollment(r *http.Request) auth.Rule {
+	if r.Method == http.MethodPost {
+		switch r.URL.Path {
+		case proto.EnrollPath, "/api/v1/mqtt/auth", "/api/v1/mqtt/acl":
+			return auth.Rule{Public: true}
+		}
+	}
+	return auth.DefaultPolicy(r)
+}
