@@ -3,6 +3,7 @@ package simulators
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,16 @@ type Config struct {
 	// UpdateHTTPClient downloads artifacts for every device; nil means one
 	// shared client, so a thousand devices share a connection pool.
 	UpdateHTTPClient *http.Client
+
+	// Credentials, when set, gives each device its MQTT username and
+	// password before it starts (a server with --mqtt-auth=required
+	// refuses anonymous devices): enrolment with a multi-use token
+	// (edgefleet-sim --enroll-token), or fleettest's Provision.
+	// A non-nil TLS config it returns (the CA pinned at enrolment)
+	// replaces Config.TLS for that device.
+	Credentials func(ctx context.Context, deviceID string) (username, password string, tls *tls.Config, err error)
+	// TLS is every device's TLS configuration for a tls:// broker.
+	TLS *tls.Config
 }
 
 // MaxDevices bounds a fleet; past it one process is the wrong tool.
@@ -257,7 +268,21 @@ func (f *Fleet) Run(ctx context.Context) error {
 		} else if ctx.Err() != nil {
 			return nil
 		}
+		user, pass, tlsCfg := "", "", f.cfg.TLS
+		if f.cfg.Credentials != nil {
+			u, p, t, err := f.cfg.Credentials(ctx, f.DeviceID(i))
+			if err != nil {
+				return fmt.Errorf("simulated device %d: credentials: %w", i, err)
+			}
+			user, pass = u, p
+			if t != nil {
+				tlsCfg = t
+			}
+		}
 		a, err := agent.New(agent.Config{
+			Username:          user,
+			Password:          pass,
+			TLS:               tlsCfg,
 			BrokerURL:         f.cfg.BrokerURL,
 			DeviceID:          f.DeviceID(i),
 			Store:             state.NewMemory(),

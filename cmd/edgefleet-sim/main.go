@@ -58,6 +58,8 @@ func run(ctx context.Context, args []string) error {
 	rate := fs.Float64("rate", 2, "inferences per second per device")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [EDGEFLEET_LOG_LEVEL]")
 	var models, behaviors repeated
+	var enr enrollFlags
+	enr.register(fs)
 	fs.Var(&models, "model", "model every device serves, `name=version`; repeatable (default demo-kws=1.0.0)")
 	fs.Var(&behaviors, "behavior", "behavior of a model version, `name@version=p50,p95,error_rate` (e.g. kws@3.0.0=4ms,8ms,0.3); repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +78,7 @@ func run(ctx context.Context, args []string) error {
 		TelemetryInterval: *interval, Ramp: *ramp, Rate: *rate, Logger: log,
 		Behaviors: map[string]simulators.Behavior{},
 	}
+	enr.apply(&cfg)
 	for _, m := range models {
 		name, version, ok := strings.Cut(m, "=")
 		if !ok || name == "" || version == "" {

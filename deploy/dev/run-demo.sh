@@ -19,7 +19,10 @@ mkdir -p "$data"
 # The server runs in its own session so that Ctrl-C in the terminal reaches
 # only the simulator and this script: the devices say goodbye (OFFLINE) to a
 # server that is still there, then the trap stops the server.
-setsid "$bin/edgefleet-server" --data-dir "$data" --http-addr "$http" --mqtt-addr "$mqtt" &
+# --mqtt-auth=off: the demo's simulated devices connect without enrolling.
+# A real server keeps the default (required); simulators then enrol with
+# edgefleet-sim --enroll-token (docs/enrolment.md).
+setsid "$bin/edgefleet-server" --data-dir "$data" --http-addr "$http" --mqtt-addr "$mqtt" --mqtt-auth=off &
 server_pid=$!
 
 for _ in $(seq 1 100); do

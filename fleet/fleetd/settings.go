@@ -26,6 +26,15 @@ type Settings struct {
 	MQTTClientID     string `yaml:"mqtt-client-id"`
 	LogLevel         string `yaml:"log-level"`
 	TelemetryHistory int    `yaml:"telemetry-history"`
+	MQTTAuth         string `yaml:"mqtt-auth"`
+	MQTTPublicURL    string `yaml:"mqtt-public-url"`
+	MQTTUsername     string `yaml:"mqtt-username"`
+	MQTTPassword     string `yaml:"mqtt-password"`
+	TLS              string `yaml:"tls"`
+	TLSCert          string `yaml:"tls-cert"`
+	TLSKey           string `yaml:"tls-key"`
+	TLSCA            string `yaml:"tls-ca"`
+	TLSHosts         string `yaml:"tls-hosts"`
 
 	// Warnings are problems that did not stop loading, such as keys of
 	// the YAML file this build does not know; the caller logs them.
@@ -51,6 +60,15 @@ func (s *Settings) table() []setting {
 		{"mqtt-client-id", "EDGEFLEET_MQTT_CLIENT_ID", "with --mqtt-url: the server's MQTT client id (default: derived from host name and data dir)", &s.MQTTClientID, nil},
 		{"log-level", "EDGEFLEET_LOG_LEVEL", "debug, info, warn or error", &s.LogLevel, nil},
 		{"telemetry-history", "EDGEFLEET_TELEMETRY_HISTORY", "telemetry windows kept per device", nil, &s.TelemetryHistory},
+		{"mqtt-auth", "EDGEFLEET_MQTT_AUTH", "required: only enrolled devices connect, each to its own topics; off: anyone, anything (demos)", &s.MQTTAuth, nil},
+		{"mqtt-public-url", "EDGEFLEET_MQTT_PUBLIC_URL", "broker URL handed to devices at enrolment (default: the broker's own)", &s.MQTTPublicURL, nil},
+		{"mqtt-username", "EDGEFLEET_MQTT_USERNAME", "with --mqtt-url: the server's username on the external broker", &s.MQTTUsername, nil},
+		{"mqtt-password", "EDGEFLEET_MQTT_PASSWORD", "with --mqtt-url: the server's password on the external broker (prefer the environment variable)", &s.MQTTPassword, nil},
+		{"tls", "EDGEFLEET_TLS", "off, self-signed (a CA made on first start in the data dir; agents pin it) or files (--tls-cert, --tls-key)", &s.TLS, nil},
+		{"tls-cert", "EDGEFLEET_TLS_CERT", "with --tls=files: PEM certificate chain", &s.TLSCert, nil},
+		{"tls-key", "EDGEFLEET_TLS_KEY", "with --tls=files: PEM private key", &s.TLSKey, nil},
+		{"tls-ca", "EDGEFLEET_TLS_CA", "with --tls=files: PEM CA certificate handed to devices to pin", &s.TLSCA, nil},
+		{"tls-hosts", "EDGEFLEET_TLS_HOSTS", "with --tls=self-signed: extra comma-separated names and IPs for the server certificate", &s.TLSHosts, nil},
 	}
 }
 
@@ -58,7 +76,7 @@ func (s *Settings) table() []setting {
 func DefaultSettings() Settings {
 	return Settings{
 		DataDir: "./" + DefaultDataDir, HTTPAddr: DefaultHTTPAddr, MQTTAddr: DefaultMQTTAddr,
-		LogLevel: "info", TelemetryHistory: 1000,
+		LogLevel: "info", TelemetryHistory: 1000, MQTTAuth: MQTTAuthRequired, TLS: TLSOff,
 	}
 }
 
@@ -194,7 +212,7 @@ func (s Settings) Validate() error {
 	if s.TelemetryHistory < 1 || s.TelemetryHistory > 100_000 {
 		return fmt.Errorf("telemetry history %d is outside 1..100000 (--telemetry-history)", s.TelemetryHistory)
 	}
-	return nil
+	return s.Config(nil).Security.validate()
 }
 
 // ParseLogLevel turns debug/info/warn/error into a slog level.
@@ -218,5 +236,9 @@ func (s Settings) Config(log *slog.Logger) Config {
 		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, MQTTAddr: s.MQTTAddr, MQTTURL: s.MQTTURL,
 		MQTTShareGroup: s.MQTTShareGroup, MQTTClientID: s.MQTTClientID,
 		TelemetryHistory: s.TelemetryHistory, Logger: log,
+		Security: SecurityConfig{
+			MQTTAuth: s.MQTTAuth, TLS: s.TLS, TLSCertFile: s.TLSCert, TLSKeyFile: s.TLSKey, TLSCAFile: s.TLSCA,
+			TLSHosts: splitList(s.TLSHosts), BrokerPublicURL: s.MQTTPublicURL, MQTTUsername: s.MQTTUsername, MQTTPassword: s.MQTTPassword,
+		},
 	}
 }

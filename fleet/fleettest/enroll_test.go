@@ -2,6 +2,7 @@ package fleettest_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/state/statetest"
 	"github.com/edgefleet/edgefleet/fleet/enroll"
 	"github.com/edgefleet/edgefleet/fleet/fleettest"
+	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/store"
 	"github.com/edgefleet/edgefleet/simulators"
 )
@@ -126,4 +128,56 @@ func TestEnrolOverTLSThenRevoke(t *testing.T) {
 	}
 	f.WaitDevice(t, "gw-e2e", time.Second, func(d store.Device) bool { return !d.Online })
 	t.Logf("revoked device offline after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSimulatorWithDeviceAuth: simulated devices given credentials (here
+// pre-authorised through the enrolment authority) connect to a server that
+// requires auth; without credentials they are refused.
+func TestSimulatorWithDeviceAuth(t *testing.T) {
+	f := fleettest.Start(t, fleettest.WithDeviceAuth())
+	run := func(prefix string, creds bool) context.CancelFunc {
+		cfg := simulators.Config{Devices: 3, BrokerURL: f.MQTTURL, Seed: 1, IDPrefix: prefix, TelemetryInterval: time.Second,
+			ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond}
+		if creds {
+			cfg.Credentials = func(_ context.Context, id string) (string, string, *tls.Config, error) {
+				c := f.Provision(t, id, nil)
+				return c.DeviceID, string(c.Secret), nil, nil
+			}
+		}
+		sim, err := simulators.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- sim.Run(ctx) }()
+		stop := func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("simulator %s did not stop", prefix)
+			}
+		}
+		t.Cleanup(stop)
+		return stop
+	}
+	run("anon-", false)
+	run("sim-", true)
+	f.WaitDevices(t, inventory.Query{Status: inventory.StatusOnline}, 3, agentWait)
+	for _, d := range f.WaitDevices(t, inventory.Query{}, 3, agentWait) {
+		if !strings.HasPrefix(d.ID, "sim-") {
+			t.Errorf("device %s got in without credentials", d.ID)
+		}
+	}
+	// The anonymous devices keep retrying; their refusals are counted.
+	deadline := time.Now().Add(agentWait)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for f.Server.Stats().Broker["connects_refused"] < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("anonymous devices not refused: %v", f.Server.Stats().Broker)
+		}
+		<-tick.C
+	}
 }
