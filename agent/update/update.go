@@ -8,6 +8,17 @@
 // state before it takes effect, so a device killed at any point restarts
 // serving a complete, verified model and resumes or finishes the job.
 //
+// On disk, under the update directory (the agent's StateDir/models):
+// slots/<model>.a and slots/<model>.b hold verified artifacts, and
+// downloads/<sha256>.part the one download in progress, named by content
+// so a restart resumes the same bytes. Slot "a" of a model that was never
+// updated is the model the agent was configured with. The state (a
+// state.Deployment per model) names what each slot holds only once its
+// bytes are verified and in place, and names the active slot before the
+// switch, so after a crash the agent serves the slot the state names,
+// checking its sha256 again before loading it, and resumes the job from
+// its last recorded step.
+//
 // The agent owns an Updater (agent.Config.FleetKey turns it on); the
 // simulator's devices run the same code with simulated backends.
 package update
