@@ -42,6 +42,9 @@ func devicesCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if len(args) > 0 && args[0] == "show" {
 		return deviceShowCmd(ctx, args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && isEnrollVerb(args[0]) {
+		return deviceEnrollCmd(ctx, args, getenv, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("edgefleet devices", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	labels := labelFlags{}

@@ -44,7 +44,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   edgefleet devices [--label k=v]... [--profile P] [--status online|offline] [--model NAME[@VERSION]] [--json]
   edgefleet devices show ID [--json]
-`+rolloutUsage+modelUsage+`
+`+rolloutUsage+modelUsage+enrollUsage+`
 
 Every command takes --server URL (env EDGEFLEET_SERVER, default http://127.0.0.1:8080).
 `)
@@ -62,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return rolloutCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "model":
 		return modelCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "enroll-token":
+		return enrollTokenCmd(ctx, args[1:], getenv, stdout, stderr)
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
