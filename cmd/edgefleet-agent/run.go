@@ -180,6 +180,13 @@ func runAgent(ctx context.Context, args []string) error {
 		}
 		cfg.Models = append(cfg.Models, agent.ModelSpec{Name: parts[0], Version: parts[1], Path: parts[2]})
 	}
+	serverSet := env("SERVER", "") != ""
+	fs.Visit(func(f *flag.Flag) { serverSet = serverSet || f.Name == "server" })
+	if enrolled, err := applyCredentials(&cfg, serverSet); err != nil {
+		return err
+	} else if enrolled {
+		*server = cfg.BrokerURL
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
