@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -100,6 +101,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (*Rollout, error) {
 			r.PhaseSizes = append(r.PhaseSizes, prev)
 		}
 		r.Targets, r.Incompatible = len(compatible), len(incompatible)
+		r.Holdback = holdback(spec, r.PhaseSizes)
 		if err := putRollout(tx, r); err != nil {
 			return err
 		}
@@ -117,6 +119,28 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (*Rollout, error) {
 	e.attach(ru)
 	e.kick()
 	return clone(r), nil
+}
+
+// holdback sizes the final phase's control: only when the final phase
+// covers every target (else the rest is a live control anyway) and keeps
+// most of its own devices.
+func holdback(s Spec, sizes []int) int {
+	n := sizes[len(sizes)-1]
+	prev := 0
+	if len(sizes) > 1 {
+		prev = sizes[len(sizes)-2]
+	}
+	h := s.Holdback
+	switch {
+	case h < 0:
+		return 0
+	case h == 0:
+		h = max(s.Gates.MinDevices, int(math.Ceil(0.05*float64(n))))
+	}
+	if 2*h > n-prev {
+		return 0
+	}
+	return h
 }
 
 func targetName(s Spec) string {
@@ -384,7 +408,7 @@ func (e *Engine) Act(ctx context.Context, id, action, reason string) (*Status, e
 		if r.BakeStarted.IsZero() {
 			return nil, fmt.Errorf("%w: phase %s of rollout %s is still dispatching (%d sent); promote once it bakes", ErrConflict, r.Spec.Phases[r.Phase], id, r.Dispatched)
 		}
-		err = e.promote(ru, d)
+		err = e.promote(ctx, ru, d)
 	case ActionAbort:
 		err = e.transition(ru, StateAborted, d)
 	case ActionRollback:

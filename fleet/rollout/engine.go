@@ -79,6 +79,9 @@ type Engine struct {
 	log   *slog.Logger
 	now   func() time.Time
 	wake  chan struct{}
+	// started is when this engine opened: devices look offline after a
+	// server restart until they reconnect.
+	started time.Time
 
 	mu       sync.Mutex
 	closed   bool
@@ -123,7 +126,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{opts: opts, db: opts.DB, log: opts.Logger, now: opts.Now, wake: make(chan struct{}, 1),
+	e := &Engine{opts: opts, db: opts.DB, log: opts.Logger, now: opts.Now, wake: make(chan struct{}, 1), started: opts.Now(),
 		runs: map[string]*run{}, byDevice: map[string][]*run{}, lastSeq: map[string]uint64{}}
 	if e.db == nil {
 		if opts.Path == "" {
@@ -333,7 +336,7 @@ func (e *Engine) step(ctx context.Context, ru *run) error {
 		}
 		return e.startRollback(ctx, ru, Decision{Action: "rollback", Actor: "engine", Reason: reason, Gates: rep})
 	case rep.Verdict == VerdictPass && !r.BakeStarted.IsZero() && !now.Before(r.BakeStarted.Add(time.Duration(r.Spec.Bake))):
-		return e.promote(ru, Decision{Action: "promote", Actor: "engine", Reason: "every gate passed after the bake", Gates: rep})
+		return e.promote(ctx, ru, Decision{Action: "promote", Actor: "engine", Reason: "every gate passed after the bake", Gates: rep})
 	}
 	if ru.dirty {
 		ru.dirty = false
@@ -354,6 +357,9 @@ func (r *Rollout) phaseRange(i int) (lo, hi int) {
 func (e *Engine) dispatchPhase(ctx context.Context, ru *run, now time.Time) error {
 	r := ru.r
 	_, hi := r.phaseRange(r.Phase)
+	if r.Phase == len(r.PhaseSizes)-1 {
+		hi -= r.Holdback
+	}
 	var pending []*Target
 	for _, t := range ru.targets[:min(hi, len(ru.targets))] {
 		if t.Phase < 0 && t.Incompatible == "" {
@@ -523,6 +529,7 @@ func (e *Engine) publish(ctx context.Context, ru *run, ts []*Target, payloads []
 func (e *Engine) report(ctx context.Context, ru *run, now time.Time) *Report {
 	r := ru.r
 	phase := ru.newAgg.cohort(0)
+	grace := time.Duration(r.Spec.Gates.OfflineGrace)
 	controlDevices := 0
 	for _, t := range ru.targets {
 		switch {
@@ -539,16 +546,25 @@ func (e *Engine) report(ctx context.Context, ru *run, now time.Time) *Report {
 			case stateName(proto.JobProgress_STATE_INCOMPATIBLE):
 				phase.Incompatible++
 			}
-			if t.OnlineAtDispatch {
-				if d, err := e.opts.Devices.Device(ctx, t.Device); err == nil && !d.Online {
+			if t.OnlineAtDispatch && now.Sub(e.started) > grace {
+				if d, err := e.opts.Devices.Device(ctx, t.Device); err == nil && !d.Online && now.Sub(d.LastSeen) > grace {
 					phase.Offline++
 				}
 			}
 		}
 	}
 	control := ru.ctlAgg.cohort(controlDevices)
+	// Devices that reported as control and were dispatched since are
+	// no longer control devices; their figures stay (they were measured
+	// on the previous version).
+	control.Reporting = 0
+	for id := range ru.ctlAgg.Reporting {
+		if t := ru.byDevice[id]; t != nil && t.Phase < 0 {
+			control.Reporting++
+		}
+	}
 	source := "live"
-	if control.Requests < r.Spec.Gates.MinRequests && r.Baseline != nil {
+	if (controlDevices == 0 || control.Requests < r.Spec.Gates.MinRequests) && r.Baseline != nil {
 		control, source = *r.Baseline, "baseline"
 	}
 	return evaluate(r.Spec.Gates, now, phase, control, source)
@@ -599,13 +615,28 @@ func (e *Engine) transition(ru *run, state string, d Decision) error {
 	return nil
 }
 
-func (e *Engine) promote(ru *run, d Decision) error {
+func (e *Engine) promote(ctx context.Context, ru *run, d Decision) error {
 	r := ru.r
 	if d.Gates != nil && d.Gates.ControlSource == "live" && d.Gates.Control.Requests >= r.Spec.Gates.MinRequests {
 		b := d.Gates.Control
 		r.Baseline = &b
 	}
 	if r.Phase+1 >= len(r.PhaseSizes) {
+		// The final phase passed against its holdback: update the
+		// holdback too, then finish.
+		var rest []*Target
+		for _, t := range ru.targets {
+			if t.Phase < 0 && t.Incompatible == "" {
+				rest = append(rest, t)
+			}
+		}
+		for len(rest) > 0 {
+			n := min(len(rest), dispatchChunk)
+			if err := e.dispatch(ctx, ru, rest[:n], e.now()); err != nil {
+				return err
+			}
+			rest = rest[n:]
+		}
 		d.Action = "complete"
 		return e.transition(ru, StateCompleted, d)
 	}

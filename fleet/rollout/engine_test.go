@@ -45,7 +45,7 @@ func newEnv(t testing.TB, devices int) *env {
 	en := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}}
 	st := storetest.Open(t, storeOptions())
 	var err error
-	if en.inv, err = inventory.New(ctx, st, inventory.Options{}); err != nil {
+	if en.inv, err = inventory.New(ctx, st, inventory.Options{Now: en.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
 	if en.reg, err = registry.Open(registry.Options{DataDir: en.dir}); err != nil {
@@ -224,14 +224,16 @@ func TestEngineBakeRateAndActions(t *testing.T) {
 		en.clock.Add(time.Second)
 		en.step()
 	}
-	if s := en.get(r.ID); s.Dispatched != 36 || s.BakeStarted.IsZero() {
-		t.Fatalf("phase 1 not dispatched after 40 s: %d", s.Dispatched)
+	// The final phase keeps a holdback of 3 (the minimum devices) as its
+	// live control.
+	if s := en.get(r.ID); s.Dispatched != 33 || s.Holdback != 3 || s.BakeStarted.IsZero() {
+		t.Fatalf("phase 1 after 40 s: %d dispatched, holdback %d; want 33 and 3", s.Dispatched, s.Holdback)
 	}
 	if _, err := en.e.Act(ctx, r.ID, rollout.ActionPromote, "looks fine"); err != nil {
 		t.Fatal(err)
 	}
 	s = en.get(r.ID)
-	if s.State != rollout.StateCompleted || s.Decisions[len(s.Decisions)-1].Actor != "operator" {
+	if s.State != rollout.StateCompleted || s.Dispatched != 36 || s.Decisions[len(s.Decisions)-1].Actor != "operator" {
 		t.Fatalf("operator promote of the last phase: %+v", s.Rollout)
 	}
 	d, err := en.e.Desired(ctx, "d000")
@@ -264,6 +266,7 @@ func TestEngineGatesNeedEvidence(t *testing.T) {
 		t.Fatalf("targets %d, incompatible %d; want 4 and 2 (a Coral board and an unknown id)", r.Targets, r.Incompatible)
 	}
 	en.step()
+	en.jobs(proto.JobProgress_STATE_SUCCEEDED)
 	// Bad, but too few requests: no verdict either way, however long.
 	en.feed(1, "3.0.0", 10, 5, 7)
 	en.clock.Add(time.Hour)
@@ -336,5 +339,32 @@ func TestEngineWindowAndGroups(t *testing.T) {
 	as, err := en.e.Audit(ctx, "", 0, 0)
 	if err != nil || len(as) < 3 || as[0].Event != "group_put" || as[1].Event != "create" {
 		t.Fatalf("audit %+v %v", as, err)
+	}
+}
+
+func TestEngineOfflineGate(t *testing.T) {
+	en := newEnv(t, 10)
+	ctx := context.Background()
+	r, err := en.e.Create(ctx, rollout.Spec{Model: model, Version: "2.0.0", Devices: []string{"d000", "d001", "d002", "d003"}, Phases: []string{"100%"},
+		Bake: rollout.Duration(time.Hour), Gates: rollout.Gates{OfflineGrace: rollout.Duration(time.Minute)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.step()
+	off := &proto.Status{ProtocolVersion: proto.ProtocolVersion, DeviceId: "d001", State: proto.Status_STATE_OFFLINE, Session: 1}
+	if err := en.inv.ApplyStatus(ctx, off); err != nil {
+		t.Fatal(err)
+	}
+	// Within the grace a device may just be reconnecting.
+	en.clock.Add(59 * time.Second)
+	en.step()
+	if s := en.get(r.ID); s.State != rollout.StateRunning || s.Live.Phase.Offline != 0 {
+		t.Fatalf("offline within the grace counted: %s %+v", s.State, s.Live.Phase)
+	}
+	en.clock.Add(2 * time.Second)
+	en.step()
+	s := en.get(r.ID)
+	if s.State != rollout.StateRolledBack || !gateBreached(s.Decisions[0].Gates, "offline_after_update") || s.Decisions[0].Gates.Phase.Offline != 1 {
+		t.Fatalf("one of four devices lost after the update: %s %+v", s.State, s.Decisions)
 	}
 }

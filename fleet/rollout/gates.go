@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -111,7 +112,7 @@ func evaluate(g Gates, now time.Time, phase, control Cohort, controlSource strin
 		rep.Gates = append(rep.Gates, GateResult{Name: name, Value: value, Threshold: threshold, Verdict: verdict, Detail: detail})
 	}
 	eligible := phase.Devices - phase.Incompatible
-	needDevices := min(g.MinDevices, max(eligible, 1))
+	needDevices := min(max(g.MinDevices, int(math.Ceil(g.MinReportingShare*float64(eligible)))), max(eligible, 1))
 	phaseEnough := phase.Requests >= g.MinRequests && phase.Reporting >= needDevices
 	controlEnough := control.Requests >= g.MinRequests
 

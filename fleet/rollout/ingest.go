@@ -3,6 +3,8 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -49,8 +51,11 @@ func (in ingest) Handle(ctx context.Context, clientID, topic string, payload []b
 
 // HandleTelemetry adds a window's figures for the rolled-out model to the
 // cohorts of every rollout targeting the device: the new version's figures
-// from devices of the current phase, other versions' from devices not yet
-// dispatched (control). A window whose seq was seen is ignored.
+// from devices of the current phase whose job succeeded, other versions'
+// from devices not yet dispatched (control). Both count only from the
+// moment the phase is fully dispatched (plus Gates.Settle), so the two
+// cohorts are measured over the same period. A window whose seq was seen
+// is ignored.
 func (e *Engine) HandleTelemetry(w *proto.TelemetryWindow) {
 	id := w.GetDeviceId()
 	e.mu.Lock()
@@ -63,9 +68,13 @@ func (e *Engine) HandleTelemetry(w *proto.TelemetryWindow) {
 		return
 	}
 	e.lastSeq[id] = w.GetSeq()
+	now := e.now()
 	for _, ru := range rs {
 		r := ru.r
 		if r.State != StateRunning && r.State != StatePaused {
+			continue
+		}
+		if r.BakeStarted.IsZero() || now.Before(r.BakeStarted.Add(time.Duration(r.Spec.Gates.Settle))) {
 			continue
 		}
 		t := ru.byDevice[id]
@@ -74,7 +83,7 @@ func (e *Engine) HandleTelemetry(w *proto.TelemetryWindow) {
 				continue
 			}
 			switch {
-			case t.Phase == r.Phase && ms.GetVersion() == r.Spec.Version:
+			case t.Phase == r.Phase && ms.GetVersion() == r.Spec.Version && t.JobState == succeeded:
 				ru.newAgg.add(id, ms)
 				ru.dirty = true
 			case t.Phase < 0 && t.Incompatible == "" && ms.GetVersion() != r.Spec.Version:
@@ -85,14 +94,21 @@ func (e *Engine) HandleTelemetry(w *proto.TelemetryWindow) {
 	}
 }
 
+var succeeded = stateName(proto.JobProgress_STATE_SUCCEEDED)
+
 // HandleJob records a device's progress on a job the engine issued. Steps
 // in progress stay in memory; terminal states are persisted, since the
 // activation-failure gate counts them.
 func (e *Engine) HandleJob(ctx context.Context, j *proto.JobProgress) error {
 	id := j.GetDeviceId()
 	rid, t, ok := e.applyJob(j)
-	if !ok || j.GetState() == proto.JobProgress_STATE_IN_PROGRESS {
+	if j.GetState() == proto.JobProgress_STATE_IN_PROGRESS {
 		return nil
+	}
+	if !ok {
+		// A late report for a rollout that is finished (the holdback is
+		// updated as the rollout completes): record it from the database.
+		return e.finishedJob(j)
 	}
 	// Batch outside the lock: it waits to coalesce writes, and ingest
 	// must not queue behind it.
@@ -116,6 +132,27 @@ func (e *Engine) applyJob(j *proto.JobProgress) (string, Target, bool) {
 		return ru.r.ID, *t, true
 	}
 	return "", Target{}, false
+}
+
+func (e *Engine) finishedJob(j *proto.JobProgress) error {
+	rid, _, ok := strings.Cut(j.GetJobId(), "/")
+	if !ok || rid == "" {
+		return nil
+	}
+	key := targetKey(rid, j.GetDeviceId())
+	err := e.db.Batch(func(tx *bolt.Tx) error {
+		var t Target
+		found, err := getJSON(bucket(tx, bktTargets), key, &t)
+		if err != nil || !found || t.JobID != j.GetJobId() {
+			return err
+		}
+		t.JobStep, t.JobState, t.JobReason = stepName(j.GetStep()), stateName(j.GetState()), truncateReason(j.GetReason())
+		return putTarget(tx, rid, &t)
+	})
+	if err != nil {
+		return fmt.Errorf("record job %s of %s: %w", j.GetJobId(), j.GetDeviceId(), err)
+	}
+	return nil
 }
 
 func truncateReason(s string) string {

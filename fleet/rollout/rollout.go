@@ -53,6 +53,9 @@ type Rollout struct {
 	// PhaseSizes are the cumulative target counts of the phases.
 	PhaseSizes []int `json:"phase_sizes"`
 	Dispatched int   `json:"dispatched"`
+	// Holdback is how many targets the final phase keeps back as its
+	// control (see Spec.Holdback), 0 when the rollout has none.
+	Holdback int `json:"holdback,omitempty"`
 	RolledBack int   `json:"rolled_back"`
 
 	Created time.Time `json:"created"`

@@ -49,6 +49,12 @@ type Spec struct {
 	Window *Window `json:"window,omitempty"`
 	// OnBreach is "rollback" (default) or "pause".
 	OnBreach string `json:"on_breach,omitempty"`
+	// Holdback is how many devices the final phase keeps on the previous
+	// version as its live control, and updates once the phase passes:
+	// without it the last phase could only be compared with an earlier
+	// phase's control, measured at another time. Default 5 % of the
+	// targets (at least Gates.MinDevices); -1 for none.
+	Holdback int `json:"holdback,omitempty"`
 	Gates    Gates  `json:"gates"`
 }
 
@@ -65,6 +71,10 @@ type Gates struct {
 	// MinDevices is how many devices of the phase must report the new
 	// version (capped at the phase size).
 	MinDevices int `json:"min_devices,omitempty"`
+	// MinReportingShare is the share of the phase's devices that must
+	// report the new version: in a large phase a handful of devices is not
+	// yet evidence. The larger of the two minimums applies.
+	MinReportingShare float64 `json:"min_reporting_share,omitempty"`
 	// MinRequests is how many requests the phase, and the control cohort,
 	// must have served since the phase started.
 	MinRequests uint64 `json:"min_requests,omitempty"`
@@ -83,12 +93,21 @@ type Gates struct {
 	// MaxOffline bounds the share of the phase's devices that were online
 	// when dispatched and are offline now.
 	MaxOffline float64 `json:"max_offline,omitempty"`
+	// Settle is how long after a phase is fully dispatched its telemetry
+	// starts to count (default none): devices still downloading and
+	// switching are not what the new version does.
+	Settle Duration `json:"settle,omitempty"`
+	// OfflineGrace is how long a device must have been unseen before it
+	// counts as lost (default 1 minute), so a reconnect, or a server
+	// restart that marks every device offline until it reconnects, is not
+	// taken for a device the update broke.
+	OfflineGrace Duration `json:"offline_grace,omitempty"`
 }
 
 // DefaultGates are the thresholds used for zero fields of Gates.
 var DefaultGates = Gates{
-	MinDevices: 3, MinRequests: 200, MaxErrorRate: 0.05, MaxErrorRatio: 2, ErrorRateSlack: 0.01,
-	MaxP95Ratio: 1.5, MaxActivationFailures: 0.1, MaxOffline: 0.1,
+	MinDevices: 3, MinReportingShare: 0.5, MinRequests: 200, MaxErrorRate: 0.05, MaxErrorRatio: 2, ErrorRateSlack: 0.01,
+	MaxP95Ratio: 1.5, MaxActivationFailures: 0.1, MaxOffline: 0.1, OfflineGrace: Duration(time.Minute),
 }
 
 func (g Gates) withDefaults() Gates {
@@ -98,6 +117,9 @@ func (g Gates) withDefaults() Gates {
 	}
 	if g.MinRequests == 0 {
 		g.MinRequests = d.MinRequests
+	}
+	if g.MinReportingShare == 0 {
+		g.MinReportingShare = d.MinReportingShare
 	}
 	if g.MaxErrorRate == 0 {
 		g.MaxErrorRate = d.MaxErrorRate
@@ -117,6 +139,9 @@ func (g Gates) withDefaults() Gates {
 	if g.MaxOffline == 0 {
 		g.MaxOffline = d.MaxOffline
 	}
+	if g.OfflineGrace == 0 {
+		g.OfflineGrace = d.OfflineGrace
+	}
 	return g
 }
 
@@ -127,12 +152,18 @@ func (g Gates) validate() error {
 	if g.MinDevices < 0 || g.MinDevices > MaxStaticDevices {
 		return bad("min_devices", g.MinDevices)
 	}
+	if g.Settle < 0 || time.Duration(g.Settle) > MaxBake {
+		return bad("settle", time.Duration(g.Settle))
+	}
+	if g.OfflineGrace < 0 || time.Duration(g.OfflineGrace) > MaxBake {
+		return bad("offline_grace", time.Duration(g.OfflineGrace))
+	}
 	for _, f := range []struct {
 		name string
 		v    float64
 		max  float64
 	}{
-		{"max_error_rate", g.MaxErrorRate, 1}, {"max_error_ratio", g.MaxErrorRatio, 1e6}, {"error_rate_slack", g.ErrorRateSlack, 1},
+		{"min_reporting_share", g.MinReportingShare, 1}, {"max_error_rate", g.MaxErrorRate, 1}, {"max_error_ratio", g.MaxErrorRatio, 1e6}, {"error_rate_slack", g.ErrorRateSlack, 1},
 		{"max_p95_ratio", g.MaxP95Ratio, 1e6}, {"max_activation_failures", g.MaxActivationFailures, 1}, {"max_offline", g.MaxOffline, 1},
 	} {
 		if math.IsNaN(f.v) || f.v < 0 || f.v > f.max {
@@ -277,6 +308,9 @@ func (s *Spec) normalize() ([]Phase, error) {
 	}
 	if s.RatePerMinute < 0 || s.RatePerMinute > 1_000_000 {
 		return nil, fmt.Errorf("%w: rate_per_minute %d is outside 0..1000000", ErrInvalid, s.RatePerMinute)
+	}
+	if s.Holdback < -1 || s.Holdback > MaxStaticDevices {
+		return nil, fmt.Errorf("%w: holdback %d is outside -1..%d", ErrInvalid, s.Holdback, MaxStaticDevices)
 	}
 	if s.Window != nil {
 		if _, err := parseClock(s.Window.Start); err != nil {
