@@ -72,7 +72,10 @@ type Config struct {
 	// (the server's registry public key).
 	FleetKey ed25519.PublicKey
 	// UpdateRoot holds each device's model slots, one directory per
-	// device; default a temporary directory removed when Run returns.
+	// device; default a temporary directory removed when Run returns. The
+	// update engine syncs every artifact to disk as a real device must;
+	// on a tmpfs (/dev/shm) that costs nothing, which halves the time a
+	// 1,000-device update takes here (BenchmarkFleetUpdate).
 	UpdateRoot string
 	// Health is every device's update health window policy; zero values
 	// take update.HealthPolicy's defaults.
