@@ -55,8 +55,8 @@ type Rollout struct {
 	Dispatched int   `json:"dispatched"`
 	// Holdback is how many targets the final phase keeps back as its
 	// control (see Spec.Holdback), 0 when the rollout has none.
-	Holdback int `json:"holdback,omitempty"`
-	RolledBack int   `json:"rolled_back"`
+	Holdback   int `json:"holdback,omitempty"`
+	RolledBack int `json:"rolled_back"`
 
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`

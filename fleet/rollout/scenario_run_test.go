@@ -32,7 +32,7 @@ func TestScenario(t *testing.T) {
 		TelemetryInterval: time.Second, Rate: 4, Ramp: 2 * time.Second, ReconnectMax: 2 * time.Second,
 		Models:   []simulators.Model{{Name: model, Version: "1.0.0"}},
 		FleetKey: s.reg.PublicKey(), UpdateRoot: t.TempDir(),
-		Health:   update.HealthPolicy{Window: 300 * time.Millisecond, MinRequests: 1 << 20},
+		Health: update.HealthPolicy{Window: 300 * time.Millisecond, MinRequests: 1 << 20},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -54,8 +54,8 @@ type Spec struct {
 	// without it the last phase could only be compared with an earlier
 	// phase's control, measured at another time. Default 5 % of the
 	// targets (at least Gates.MinDevices); -1 for none.
-	Holdback int `json:"holdback,omitempty"`
-	Gates    Gates  `json:"gates"`
+	Holdback int   `json:"holdback,omitempty"`
+	Gates    Gates `json:"gates"`
 }
 
 // Window is a daily maintenance window in UTC, "HH:MM" to "HH:MM"; an end
