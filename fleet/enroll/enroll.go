@@ -91,8 +91,9 @@ type Enroll struct {
 	opts Options
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	cutOff []func(deviceID string)
+	mu      sync.Mutex
+	cutOff  []func(deviceID string)
+	changed []func()
 }
 
 // Open creates the buckets if needed.
@@ -139,6 +140,25 @@ func (e *Enroll) OnCutOff(fn func(deviceID string)) {
 	e.mu.Lock()
 	e.cutOff = append(e.cutOff, fn)
 	e.mu.Unlock()
+}
+
+// OnChange registers fn to be called after any change to the devices
+// whose credentials are valid (enrolled, accepted, rejected, revoked,
+// removed); the generated Mosquitto password file follows it. fn runs in
+// the caller's goroutine and must not block for long.
+func (e *Enroll) OnChange(fn func()) {
+	e.mu.Lock()
+	e.changed = append(e.changed, fn)
+	e.mu.Unlock()
+}
+
+func (e *Enroll) notifyChange() {
+	e.mu.Lock()
+	fns := append([]func(){}, e.changed...)
+	e.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 func (e *Enroll) notifyCutOff(id string) {
@@ -445,6 +465,7 @@ func (e *Enroll) Enrol(ctx context.Context, token, deviceID string) (Credentials
 		return Credentials{}, err
 	}
 	e.log.Info("device enrolled", "device", deviceID, "token", id)
+	e.notifyChange()
 	return creds, nil
 }
 
@@ -509,6 +530,7 @@ func (e *Enroll) Request(ctx context.Context, deviceID, requestKey string) (Cred
 	if pending {
 		return Credentials{}, fmt.Errorf("%w: %s; an operator runs `edgefleet devices accept %s`", ErrPending, deviceID, deviceID)
 	}
+	e.notifyChange()
 	return creds, nil
 }
 
@@ -544,6 +566,7 @@ func (e *Enroll) Preauthorize(ctx context.Context, deviceID string, labels map[s
 	if err != nil {
 		return Credentials{}, err
 	}
+	e.notifyChange()
 	return Credentials{DeviceID: deviceID, Secret: Secret(secret), Labels: cloneLabels(labels)}, nil
 }
 
@@ -581,6 +604,7 @@ func (e *Enroll) setState(ctx context.Context, id, state string, from ...string)
 	if cut {
 		e.notifyCutOff(id)
 	}
+	e.notifyChange()
 	return nil
 }
 
@@ -619,6 +643,9 @@ func (e *Enroll) Remove(ctx context.Context, id string) error {
 	})
 	if err == nil && cut {
 		e.notifyCutOff(id)
+	}
+	if err == nil {
+		e.notifyChange()
 	}
 	return err
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/edgefleet/edgefleet/proto"
@@ -59,3 +61,57 @@ func (e *Enroll) WriteMosquittoPasswords(ctx context.Context, w io.Writer, serve
 // MosquittoPasswordHash returns secret in mosquitto_passwd's form, for the
 // server's own line of the password file.
 func MosquittoPasswordHash(secret string) string { return mosquittoHash(secret) }
+
+// File names WriteMosquittoFiles writes.
+const (
+	MosquittoPasswordFile = "passwd"
+	MosquittoACLFile      = "acl"
+)
+
+// WriteMosquittoFiles writes the password and ACL files into dir, each
+// replaced atomically so Mosquitto never reads half a file. They are
+// 0640: readable by a mosquitto group the operator gives them (see
+// deploy/mosquitto/README.md). Mosquitto rereads them on SIGHUP.
+func (e *Enroll) WriteMosquittoFiles(ctx context.Context, dir, serverUser, serverHash string) error {
+	acl, err := MosquittoACL(serverUser)
+	if err != nil {
+		return err
+	}
+	var pw strings.Builder
+	if err := e.WriteMosquittoPasswords(ctx, &pw, serverUser, serverHash); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("mosquitto files: %w", err)
+	}
+	for name, body := range map[string]string{MosquittoPasswordFile: pw.String(), MosquittoACLFile: acl} {
+		if err := replaceFile(filepath.Join(dir, name), []byte(body), 0o640); err != nil {
+			return fmt.Errorf("mosquitto files: %w", err)
+		}
+	}
+	return nil
+}
+
+func replaceFile(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

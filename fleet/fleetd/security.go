@@ -1,6 +1,7 @@
 package fleetd
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/edgefleet/edgefleet/fleet/auth"
 	"github.com/edgefleet/edgefleet/fleet/broker"
@@ -48,10 +51,16 @@ type SecurityConfig struct {
 	// external broker; the same pair is allowed everything by the EMQX
 	// auth endpoints.
 	MQTTUsername, MQTTPassword string
+	// MosquittoDir, when set, receives a Mosquitto password file and ACL
+	// file (enroll.MosquittoPasswordFile, enroll.MosquittoACLFile) at start
+	// and after every enrolment change, for an external Mosquitto that
+	// enforces the same rules (deploy/mosquitto/README.md).
+	MosquittoDir string
 }
 
 // security is the server's enrolment authority and TLS material.
 type security struct {
+	mosqMu sync.Mutex // one writer of the Mosquitto files at a time
 	enr    *enroll.Enroll
 	tls    *tls.Config
 	caPEM  []byte
@@ -88,6 +97,16 @@ func (s *Server) openSecurity() error {
 	if err != nil {
 		return err
 	}
+	if err := s.writeMosquittoFiles(); err != nil {
+		return err
+	}
+	if c.MosquittoDir != "" {
+		s.sec.enr.OnChange(func() {
+			if err := s.writeMosquittoFiles(); err != nil {
+				s.log.Error("mosquitto password and ACL files not updated; the broker keeps the old ones", "error", err)
+			}
+		})
+	}
 	switch c.TLS {
 	case TLSSelfSigned:
 		ca, created, err := tlsca.LoadOrCreate(filepath.Join(s.cfg.DataDir, "tls"))
@@ -118,6 +137,30 @@ func (s *Server) openSecurity() error {
 	}
 	return nil
 }
+
+// writeMosquittoFiles regenerates the Mosquitto files, if configured.
+func (s *Server) writeMosquittoFiles() error {
+	c := s.cfg.Security
+	if c.MosquittoDir == "" {
+		return nil
+	}
+	user, hash := c.MQTTUsername, ""
+	if user == "" {
+		user = DefaultMQTTUsername
+	}
+	if c.MQTTPassword != "" {
+		hash = enroll.MosquittoPasswordHash(c.MQTTPassword)
+	}
+	s.sec.mosqMu.Lock()
+	defer s.sec.mosqMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return s.sec.enr.WriteMosquittoFiles(ctx, c.MosquittoDir, user, hash)
+}
+
+// DefaultMQTTUsername is the server's user in generated Mosquitto files
+// when --mqtt-username is not set.
+const DefaultMQTTUsername = "edgefleet-server"
 
 // brokerAuth is what the embedded broker checks devices with; nil when
 // auth is off.

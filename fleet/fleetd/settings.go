@@ -35,6 +35,7 @@ type Settings struct {
 	TLSKey           string `yaml:"tls-key"`
 	TLSCA            string `yaml:"tls-ca"`
 	TLSHosts         string `yaml:"tls-hosts"`
+	MosquittoDir     string `yaml:"mosquitto-dir"`
 
 	// Warnings are problems that did not stop loading, such as keys of
 	// the YAML file this build does not know; the caller logs them.
@@ -68,6 +69,7 @@ func (s *Settings) table() []setting {
 		{"tls-cert", "EDGEFLEET_TLS_CERT", "with --tls=files: PEM certificate chain", &s.TLSCert, nil},
 		{"tls-key", "EDGEFLEET_TLS_KEY", "with --tls=files: PEM private key", &s.TLSKey, nil},
 		{"tls-ca", "EDGEFLEET_TLS_CA", "with --tls=files: PEM CA certificate handed to devices to pin", &s.TLSCA, nil},
+		{"mosquitto-dir", "EDGEFLEET_MOSQUITTO_DIR", "write a Mosquitto password file and ACL file here, kept up to date with enrolment (external Mosquitto)", &s.MosquittoDir, nil},
 		{"tls-hosts", "EDGEFLEET_TLS_HOSTS", "with --tls=self-signed: extra comma-separated names and IPs for the server certificate", &s.TLSHosts, nil},
 	}
 }
@@ -239,6 +241,7 @@ func (s Settings) Config(log *slog.Logger) Config {
 		Security: SecurityConfig{
 			MQTTAuth: s.MQTTAuth, TLS: s.TLS, TLSCertFile: s.TLSCert, TLSKeyFile: s.TLSKey, TLSCAFile: s.TLSCA,
 			TLSHosts: splitList(s.TLSHosts), BrokerPublicURL: s.MQTTPublicURL, MQTTUsername: s.MQTTUsername, MQTTPassword: s.MQTTPassword,
+			MosquittoDir: s.MosquittoDir,
 		},
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +32,27 @@ func (o *options) security() fleetd.SecurityConfig {
 	if o.tls {
 		sc.TLS = fleetd.TLSSelfSigned
 	}
+	if o.securityFn != nil {
+		o.securityFn(&sc)
+	}
 	return sc
+}
+
+// WithSecurity changes the server's security settings after the others,
+// e.g. its credentials on an external broker or a Mosquitto files dir.
+func WithSecurity(fn func(*fleetd.SecurityConfig)) Option {
+	return func(o *options) { o.securityFn = fn }
+}
+
+// Reload makes mosquitto reread its configuration, password and ACL
+// files (SIGHUP), as `systemctl reload mosquitto` does.
+func (m *Mosquitto) Reload() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return fmt.Errorf("fleettest: mosquitto is not running")
+	}
+	return m.cmd.Process.Signal(syscall.SIGHUP)
 }
 
 // HTTPClient is a client of the server's HTTP side, trusting its CA when

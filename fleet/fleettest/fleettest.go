@@ -71,6 +71,7 @@ type options struct {
 	// deviceAuth and tls: see WithDeviceAuth and WithTLS (enroll.go).
 	deviceAuth bool
 	tls        bool
+	securityFn func(*fleetd.SecurityConfig)
 }
 
 // Option changes how Start starts the server.
