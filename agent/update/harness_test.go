@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -375,10 +376,36 @@ func runAgent(t *testing.T, cfg agent.Config) (*agent.Agent, func()) {
 			if err := a.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
+			checkNoGoroutines(t)
 		})
 	}
 	t.Cleanup(stop)
 	return a, stop
+}
+
+// checkNoGoroutines fails the test if goroutines of the agent or the
+// updater outlive Run and Close (polling the goroutine list, bounded).
+func checkNoGoroutines(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:goruntime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "edgefleet/agent/update.") || strings.Contains(g, "edgefleet/agent.(") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d goroutines of the agent or updater left after Close:\n%s", len(left), strings.Join(left, "\n\n"))
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // polling the goroutine list; nothing to wait on
+	}
 }
 
 func servedVersion(t *testing.T, a *agent.Agent, name string) string {

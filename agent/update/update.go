@@ -137,6 +137,9 @@ type Updater struct {
 	cfg    Config
 	log    *slog.Logger
 	health health
+	// ownClient is set when New made the HTTP client: Run closes its idle
+	// connections (and their goroutines) when it returns.
+	ownClient bool
 
 	mu        sync.Mutex
 	latest    *proto.DesiredDeployment // newest received, not yet taken
@@ -167,7 +170,8 @@ func New(cfg Config) (*Updater, error) {
 	if cfg.Report == nil {
 		cfg.Report = func(*proto.JobProgress) {}
 	}
-	if cfg.HTTPClient == nil {
+	ownClient := cfg.HTTPClient == nil
+	if ownClient {
 		cfg.HTTPClient = &http.Client{Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -210,7 +214,7 @@ func New(cfg Config) (*Updater, error) {
 		}
 	}
 	return &Updater{
-		cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger, ownClient: ownClient,
 		health: health{m: map[versionKey]*versionStats{}},
 		wake:   make(chan struct{}, 1),
 		held:   map[string]runtime.Model{},
@@ -257,6 +261,9 @@ func (u *Updater) take() *proto.DesiredDeployment {
 // closed; a job interrupted by ctx resumes at the next start.
 func (u *Updater) Run(ctx context.Context) error {
 	defer u.releaseHeld()
+	if u.ownClient {
+		defer u.cfg.HTTPClient.CloseIdleConnections()
+	}
 	pending, err := u.cfg.Store.Desired(ctx)
 	if err != nil {
 		return fmt.Errorf("read desired deployment: %w", err)
