@@ -180,7 +180,10 @@ func runAgent(ctx context.Context, args []string) error {
 		}
 		cfg.Models = append(cfg.Models, agent.ModelSpec{Name: parts[0], Version: parts[1], Path: parts[2]})
 	}
-	serverSet := env("SERVER", "") != ""
+	// An enrolled agent connects where enrolment said; EDGEFLEET_SERVER
+	// (set in the package's agent.env) does not override that, only an
+	// explicit --server does.
+	serverSet := false
 	fs.Visit(func(f *flag.Flag) { serverSet = serverSet || f.Name == "server" })
 	if enrolled, err := applyCredentials(&cfg, serverSet); err != nil {
 		return err
