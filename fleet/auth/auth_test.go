@@ -31,7 +31,7 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func open(t *testing.T, opts auth.Options) (*auth.Auth, *clock) {
+func open(t testing.TB, opts auth.Options) (*auth.Auth, *clock) {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "auth.db"), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/edgefleet/edgefleet/proto"
 )
 
-func newInventory(t *testing.T) *inventory.Inventory {
+func newInventory(t testing.TB) *inventory.Inventory {
 	t.Helper()
 	inv, err := inventory.New(context.Background(), storetest.Open(t, store.Options{}), inventory.Options{})
 	if err != nil {
@@ -41,7 +41,7 @@ func hello(t *testing.T, inv *inventory.Inventory, id string, labels map[string]
 
 // serve runs the console behind the real auth.Wrap and returns the server
 // and a session cookie of an admin.
-func serve(t *testing.T, inv *inventory.Inventory) (*httptest.Server, *http.Cookie) {
+func serve(t testing.TB, inv *inventory.Inventory) (*httptest.Server, *http.Cookie) {
 	t.Helper()
 	a := newAuth(t)
 	c, err := console.New(console.Options{Inventory: inv, Auth: a, EventInterval: time.Millisecond, TickInterval: time.Hour})
@@ -55,7 +55,7 @@ func serve(t *testing.T, inv *inventory.Inventory) (*httptest.Server, *http.Cook
 	return srv, adminCookie(t, a)
 }
 
-func newAuth(t *testing.T) *auth.Auth {
+func newAuth(t testing.TB) *auth.Auth {
 	t.Helper()
 	st := storetest.Open(t, store.Options{})
 	a, err := auth.Open(auth.Options{DB: st.DB(), BcryptCost: bcrypt.MinCost})
@@ -65,7 +65,7 @@ func newAuth(t *testing.T) *auth.Auth {
 	return a
 }
 
-func adminCookie(t *testing.T, a *auth.Auth) *http.Cookie {
+func adminCookie(t testing.TB, a *auth.Auth) *http.Cookie {
 	t.Helper()
 	if err := a.CreateUser(context.Background(), "root", "root-password", auth.RoleAdmin); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func adminCookie(t *testing.T, a *auth.Auth) *http.Cookie {
 	return &http.Cookie{Name: auth.SessionCookie, Value: tok.Reveal()}
 }
 
-func get(t *testing.T, ck *http.Cookie, u string) *http.Response {
+func get(t testing.TB, ck *http.Cookie, u string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest("GET", u, nil)
 	if err != nil {

@@ -127,7 +127,7 @@ func (f rolloutForm) spec() (rollout.Spec, error) {
 			return
 		}
 		v, perr := strconv.ParseFloat(in, 64)
-		if perr != nil || v < 0 || v > max {
+		if perr != nil || !(v >= 0 && v <= max) { // also refuses NaN
 			err = &fieldError{field, fmt.Sprintf("%q is not a number from 0 to %v", clipText(in), max)}
 			return
 		}
