@@ -164,8 +164,9 @@ func runAgent(ctx context.Context, args []string) error {
 			return fmt.Errorf("--fleet-key: want the %d-byte ed25519 public key in base64, as GET /api/v1/signing-key gives it", ed25519.PublicKeySize)
 		}
 		cfg.FleetKey = k
-		cfg.Health.Window = *window
 	}
+	// Also for a key that comes from enrolment below.
+	cfg.Health.Window = *window
 	for _, l := range labels.vals {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
