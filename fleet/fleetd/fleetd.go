@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 		s.broker, err = broker.NewEmbedded(broker.EmbeddedOptions{Addr: cfg.MQTTAddr, Handler: &s.ingest, Logger: log.With("component", "mqtt"),
-			Auth: s.brokerAuth(), TLS: s.sec.tls})
+			Auth: s.brokerAuth(), TLS: s.sec.tls, Limits: broker.Limits{MaxConnsPerIP: cfg.Security.MQTTMaxConnsPerIP}})
 	}
 	if err != nil {
 		return nil, err

@@ -56,6 +56,11 @@ type SecurityConfig struct {
 	// and after every enrolment change, for an external Mosquitto that
 	// enforces the same rules (deploy/mosquitto/README.md).
 	MosquittoDir string
+	// HTTPMaxConnsPerIP and MQTTMaxConnsPerIP bound concurrent connections
+	// from one address; 0 means no bound (the default: gateways behind
+	// one NAT, and simulators, share an address). Set them where the
+	// server is exposed.
+	HTTPMaxConnsPerIP, MQTTMaxConnsPerIP int
 }
 
 // security is the server's enrolment authority and TLS material.
@@ -72,6 +77,9 @@ func (c SecurityConfig) validate() error {
 	case "", MQTTAuthRequired, MQTTAuthOff:
 	default:
 		return fmt.Errorf("%w: mqtt auth %q is not %s or %s (--mqtt-auth)", ErrConfig, c.MQTTAuth, MQTTAuthRequired, MQTTAuthOff)
+	}
+	if c.HTTPMaxConnsPerIP < 0 || c.MQTTMaxConnsPerIP < 0 {
+		return fmt.Errorf("%w: connections per IP cannot be negative (--http-max-conns-per-ip, --mqtt-max-conns-per-ip)", ErrConfig)
 	}
 	switch c.TLS {
 	case "", TLSOff, TLSSelfSigned:
@@ -189,12 +197,67 @@ func (s *Server) wireEnrollment(mux *http.ServeMux) {
 	enroll.NewHandler(s.sec.enr, opts).Register(mux)
 }
 
-// secureListener wraps the HTTP listener in TLS when TLS is on.
+// secureListener bounds connections per IP and wraps the HTTP listener in
+// TLS when TLS is on.
 func (s *Server) secureListener(ln net.Listener) net.Listener {
+	if n := s.cfg.Security.HTTPMaxConnsPerIP; n > 0 {
+		ln = &ipCapListener{Listener: ln, max: n, perIP: map[string]int{}}
+	}
 	if s.sec.tls == nil {
 		return ln
 	}
 	return tls.NewListener(ln, s.sec.tls)
+}
+
+// ipCapListener closes connections beyond max from one IP as soon as they
+// are accepted, so one client cannot hold every file descriptor.
+type ipCapListener struct {
+	net.Listener
+	max   int
+	mu    sync.Mutex
+	perIP map[string]int
+}
+
+func (l *ipCapListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip, _, err := net.SplitHostPort(c.RemoteAddr().String())
+		if err != nil {
+			ip = c.RemoteAddr().String()
+		}
+		l.mu.Lock()
+		ok := l.perIP[ip] < l.max
+		if ok {
+			l.perIP[ip]++
+		}
+		l.mu.Unlock()
+		if !ok {
+			c.Close()
+			continue
+		}
+		return &ipCapConn{Conn: c, l: l, ip: ip}, nil
+	}
+}
+
+type ipCapConn struct {
+	net.Conn
+	l    *ipCapListener
+	ip   string
+	once sync.Once
+}
+
+func (c *ipCapConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.perIP[c.ip]--; c.l.perIP[c.ip] <= 0 {
+			delete(c.l.perIP, c.ip)
+		}
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // Enrollment is the server's enrolment authority.

@@ -3,10 +3,15 @@ package fleetd_test
 import (
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgefleet/edgefleet/fleet/fleetd"
+	"github.com/edgefleet/edgefleet/fleet/fleettest"
+	"github.com/edgefleet/edgefleet/proto"
 )
 
 func TestSecuritySettings(t *testing.T) {
@@ -37,5 +42,64 @@ func TestSecuritySettings(t *testing.T) {
 		if !errors.Is(err, fleetd.ErrConfig) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: got %v, want ErrConfig naming %s", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestHTTPClientsCannotExhaustTheServer: beyond the per-IP cap a
+// connection is closed at once; a client that never finishes its headers
+// (slowloris) is cut at the header timeout; oversized headers and
+// enrolment bodies are refused.
+func TestHTTPClientsCannotExhaustTheServer(t *testing.T) {
+	f := fleettest.Start(t, fleettest.WithSecurity(func(c *fleetd.SecurityConfig) { c.HTTPMaxConnsPerIP = 2 }))
+	addr := f.Server.HTTPAddr()
+	var conns []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	// The slow client sends half a request and stalls.
+	if _, err := io.WriteString(conns[0], "GET /healthz HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The third is closed on accept, long before the 5 s header timeout
+	// that would otherwise close an idle connection; the slow one at that
+	// timeout.
+	for i, tt := range []struct {
+		c     net.Conn
+		bound time.Duration
+	}{{conns[2], 2 * time.Second}, {conns[0], 15 * time.Second}} {
+		start := time.Now()
+		tt.c.SetReadDeadline(time.Now().Add(tt.bound))
+		_, err := io.ReadAll(tt.c)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("connection %d still open after %s", i, tt.bound)
+		}
+		t.Logf("connection %d closed after %s", i, time.Since(start).Round(time.Millisecond))
+	}
+	conns[1].Close()
+
+	req, _ := http.NewRequest(http.MethodGet, f.HTTPURL+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB header: %s", resp.Status)
+	}
+	resp, err = http.Post(f.HTTPURL+proto.EnrollPath, "application/json", strings.NewReader(`{"device_id":"gw-1","token":"`+strings.Repeat("a", 1<<20)+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "too large") {
+		t.Fatalf("1 MiB enrolment body: %s %s", resp.Status, body)
 	}
 }

@@ -36,6 +36,8 @@ type Settings struct {
 	TLSCA            string `yaml:"tls-ca"`
 	TLSHosts         string `yaml:"tls-hosts"`
 	MosquittoDir     string `yaml:"mosquitto-dir"`
+	HTTPMaxConnsIP   int    `yaml:"http-max-conns-per-ip"`
+	MQTTMaxConnsIP   int    `yaml:"mqtt-max-conns-per-ip"`
 
 	// Warnings are problems that did not stop loading, such as keys of
 	// the YAML file this build does not know; the caller logs them.
@@ -69,6 +71,8 @@ func (s *Settings) table() []setting {
 		{"tls-cert", "EDGEFLEET_TLS_CERT", "with --tls=files: PEM certificate chain", &s.TLSCert, nil},
 		{"tls-key", "EDGEFLEET_TLS_KEY", "with --tls=files: PEM private key", &s.TLSKey, nil},
 		{"tls-ca", "EDGEFLEET_TLS_CA", "with --tls=files: PEM CA certificate handed to devices to pin", &s.TLSCA, nil},
+		{"http-max-conns-per-ip", "EDGEFLEET_HTTP_MAX_CONNS_PER_IP", "bound on concurrent HTTP connections from one IP; 0 = none", nil, &s.HTTPMaxConnsIP},
+		{"mqtt-max-conns-per-ip", "EDGEFLEET_MQTT_MAX_CONNS_PER_IP", "bound on concurrent connections to the embedded broker from one IP; 0 = none", nil, &s.MQTTMaxConnsIP},
 		{"mosquitto-dir", "EDGEFLEET_MOSQUITTO_DIR", "write a Mosquitto password file and ACL file here, kept up to date with enrolment (external Mosquitto)", &s.MosquittoDir, nil},
 		{"tls-hosts", "EDGEFLEET_TLS_HOSTS", "with --tls=self-signed: extra comma-separated names and IPs for the server certificate", &s.TLSHosts, nil},
 	}
@@ -241,7 +245,7 @@ func (s Settings) Config(log *slog.Logger) Config {
 		Security: SecurityConfig{
 			MQTTAuth: s.MQTTAuth, TLS: s.TLS, TLSCertFile: s.TLSCert, TLSKeyFile: s.TLSKey, TLSCAFile: s.TLSCA,
 			TLSHosts: splitList(s.TLSHosts), BrokerPublicURL: s.MQTTPublicURL, MQTTUsername: s.MQTTUsername, MQTTPassword: s.MQTTPassword,
-			MosquittoDir: s.MosquittoDir,
+			MosquittoDir: s.MosquittoDir, HTTPMaxConnsPerIP: s.HTTPMaxConnsIP, MQTTMaxConnsPerIP: s.MQTTMaxConnsIP,
 		},
 	}
 }
