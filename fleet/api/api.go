@@ -2,6 +2,12 @@
 // health and readiness probes. Handlers turn query parameters into
 // inventory queries and answer bad input with a 400 that names the
 // parameter, without exposing internal errors.
+//
+// The handlers do not authenticate: the server (fleet/fleetd) puts
+// fleet/auth's Wrap in front of the whole mux, so every route but the
+// probes needs a console session or an API token ("Authorization: Bearer",
+// EDGEFLEET_TOKEN for Client), reads need the viewer role and writes the
+// operator role.
 package api
 
 import (

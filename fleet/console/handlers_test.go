@@ -213,6 +213,7 @@ func TestHandlersBadInput(t *testing.T) {
 		{op, "GET", "/audit?before=yesterday", nil, 400, "is not an entry number"},
 		{op, "POST", "/rollouts", url.Values{"model_version": {"m@1.0.0"}, "group": {"g"}, "phases": {"ten%"}}, 400, "Phases"},
 		{op, "POST", "/rollouts", url.Values{"model_version": {"m@1.0.0"}, "group": {"g"}, "bake": {"forever"}}, 400, "Bake time"},
+		{op, "POST", "/rollouts", url.Values{"model_version": {"m@1.0.0"}, "group": {"g"}, "settle": {"soon"}}, 400, "Settle time"},
 		{op, "POST", "/rollouts", url.Values{"model_version": {"m@1.0.0"}, "group": {"g"}, "max_error_rate": {"7"}}, 400, "Max error rate"},
 		{op, "POST", "/rollouts", url.Values{"model_version": {"m@1.0.0"}, "group": {"nogroup"}}, 404, "not in the registry"},
 		{op, "POST", "/groups", url.Values{"name": {"g"}, "selector": {"no-equals-sign"}}, 400, "Group selector"},

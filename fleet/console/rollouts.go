@@ -62,13 +62,13 @@ func (c *Console) rolloutsPage(w http.ResponseWriter, r *http.Request) {
 // rolloutForm is the create form, kept as text so a refused form comes
 // back as the operator typed it.
 type rolloutForm struct {
-	ModelVersion, Group, Phases, Bake, OnBreach, Rate  string
-	MaxErrorRate, MaxP95Ratio, MinDevices, MinRequests string
+	ModelVersion, Group, Phases, Bake, Settle, OnBreach, Rate string
+	MaxErrorRate, MaxP95Ratio, MinDevices, MinRequests        string
 }
 
 func formOf(v url.Values) rolloutForm {
 	g := func(k string) string { return strings.TrimSpace(v.Get(k)) }
-	f := rolloutForm{ModelVersion: g("model_version"), Group: g("group"), Phases: g("phases"), Bake: g("bake"), OnBreach: g("on_breach"),
+	f := rolloutForm{ModelVersion: g("model_version"), Group: g("group"), Phases: g("phases"), Bake: g("bake"), Settle: g("settle"), OnBreach: g("on_breach"),
 		Rate: g("rate_per_minute"), MaxErrorRate: g("max_error_rate"), MaxP95Ratio: g("max_p95_ratio"), MinDevices: g("min_devices"), MinRequests: g("min_requests")}
 	if f.Phases == "" {
 		f.Phases = "10%, 50%, 100%"
@@ -114,6 +114,11 @@ func (f rolloutForm) spec() (rollout.Spec, error) {
 	}
 	if err := s.Bake.UnmarshalText([]byte(f.Bake)); err != nil {
 		return s, &fieldError{"Bake time", fmt.Sprintf("%q is not a duration like 30s or 10m", clipText(f.Bake))}
+	}
+	if f.Settle != "" {
+		if err := s.Gates.Settle.UnmarshalText([]byte(f.Settle)); err != nil {
+			return s, &fieldError{"Settle time", fmt.Sprintf("%q is not a duration like 30s or 1m", clipText(f.Settle))}
+		}
 	}
 	switch f.OnBreach {
 	case rollout.OnBreachRollback, rollout.OnBreachPause:
