@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -23,8 +29,26 @@ const enrollUsage = `  edgefleet enroll-token create [--label k=v]... [--group G
   edgefleet devices preauthorize ID [--label k=v]...
 `
 
-func enrollClient(server string, getenv func(string) string) (*enroll.Client, error) {
-	c, err := enroll.NewClient(server, nil)
+// caFlag is --ca-cert: the PEM CA to trust for an https server with the
+// fleet's self-signed CA (DATA_DIR/tls/ca.pem on the server).
+func caFlag(fs *flag.FlagSet, getenv func(string) string) *string {
+	return fs.String("ca-cert", getenv("EDGEFLEET_CA_CERT"), "PEM CA certificate to trust for an https server, e.g. its data-dir/tls/ca.pem (env EDGEFLEET_CA_CERT)")
+}
+
+func enrollClient(server, caFile string, getenv func(string) string) (*enroll.Client, error) {
+	var hc *http.Client
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-cert %s: no PEM certificate in it", caFile)
+		}
+		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	c, err := enroll.NewClient(server, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -44,6 +68,7 @@ func enrollTokenCmd(ctx context.Context, args []string, getenv func(string) stri
 	fs := flag.NewFlagSet("edgefleet enroll-token "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := serverFlag(fs, getenv)
+	caFile := caFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print JSON")
 	labels := labelFlags{}
 	var group, ttl *string
@@ -57,7 +82,7 @@ func enrollTokenCmd(ctx context.Context, args []string, getenv func(string) stri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := enrollClient(*server, getenv)
+	c, err := enrollClient(*server, *caFile, getenv)
 	if err != nil {
 		return err
 	}
@@ -77,8 +102,12 @@ func enrollTokenCmd(ctx context.Context, args []string, getenv func(string) stri
 		if *asJSON {
 			return writeJSON(stdout, tc)
 		}
-		fmt.Fprintf(stdout, "token %s (valid until %s, %d use(s)); shown once:\n\n  %s\n\non the gateway:\n\n  edgefleet-agent enroll --server %s --token %s\n",
-			tc.Token.ID, tc.Token.ExpiresAt.Format(time.RFC3339), tc.Token.MaxUses, tc.Secret, *server, tc.Secret)
+		pin := ""
+		if fp, err := fingerprint(*caFile); err == nil && fp != "" {
+			pin = " --ca-sha256 " + fp
+		}
+		fmt.Fprintf(stdout, "token %s (valid until %s, %d use(s)); shown once:\n\n  %s\n\non the gateway:\n\n  sudo -u edgefleet edgefleet-agent enroll --server %s%s --token %s --state-dir /var/lib/edgefleet-agent\n",
+			tc.Token.ID, tc.Token.ExpiresAt.Format(time.RFC3339), tc.Token.MaxUses, tc.Secret, *server, pin, tc.Secret)
 		return nil
 	case "list":
 		ts, err := c.Tokens(ctx)
@@ -121,6 +150,7 @@ func deviceEnrollCmd(ctx context.Context, args []string, getenv func(string) str
 	fs := flag.NewFlagSet("edgefleet devices "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := serverFlag(fs, getenv)
+	caFile := caFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print JSON")
 	labels := labelFlags{}
 	if verb == "preauthorize" {
@@ -139,7 +169,7 @@ func deviceEnrollCmd(ctx context.Context, args []string, getenv func(string) str
 	} else if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("devices %s: unexpected argument %q", verb, fs.Arg(0))}
 	}
-	c, err := enrollClient(*server, getenv)
+	c, err := enrollClient(*server, *caFile, getenv)
 	if err != nil {
 		return err
 	}
@@ -195,4 +225,22 @@ func deviceEnrollCmd(ctx context.Context, args []string, getenv func(string) str
 	}
 	fmt.Fprintf(stdout, "%s is now %s\n", d.ID, d.State)
 	return nil
+}
+
+// fingerprint is the hex SHA-256 of the first certificate in a PEM file,
+// as edgefleet-agent enroll --ca-sha256 wants it; "" without a file.
+func fingerprint(caFile string) (string, error) {
+	if caFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return "", err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "", fmt.Errorf("%s: not PEM", caFile)
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	return hex.EncodeToString(sum[:]), nil
 }

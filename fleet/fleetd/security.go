@@ -124,6 +124,9 @@ func (s *Server) openSecurity() error {
 		if created {
 			s.log.Info("generated the fleet's TLS CA; agents pin it at enrolment", "ca_sha256", ca.Fingerprint())
 		}
+		// Every start, so the operator can always find what
+		// `edgefleet-agent enroll --ca-sha256` wants.
+		s.log.Info("TLS with the fleet's own CA", "ca_cert", filepath.Join(s.cfg.DataDir, "tls", tlsca.CertFile), "ca_sha256", ca.Fingerprint())
 		host, _ := os.Hostname()
 		cert, err := ca.ServerCertificate(append([]string{"localhost", "127.0.0.1", "::1", host}, c.TLSHosts...))
 		if err != nil {
