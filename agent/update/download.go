@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -111,6 +112,8 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64, 
 		}
 		held = 0
 	}
+	ctx, stall := u.stallGuard(ctx)
+	defer stall.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return &permanentError{fmt.Errorf("bad artifact URL: %w", err)}
@@ -150,11 +153,14 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64, 
 		return &permanentError{err}
 	}
 	want := int64(size - held)
-	var w io.Writer = f
+	fn := stall.reset
 	if progress != nil {
-		w = &progressWriter{w: f, held: held, fn: progress}
+		fn = func(n uint64) { stall.reset(n); progress(n) }
 	}
-	n, err := io.Copy(w, io.LimitReader(resp.Body, want))
+	n, err := io.Copy(&progressWriter{w: f, held: held, fn: fn}, io.LimitReader(resp.Body, want))
+	if err != nil && stall.fired() {
+		err = fmt.Errorf("nothing received for %v", u.cfg.StallTimeout)
+	}
 	if serr := f.Sync(); serr != nil && err == nil {
 		err = serr
 	}
@@ -165,6 +171,44 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64, 
 		return fmt.Errorf("connection ended after %d of %d bytes", held+uint64(n), size)
 	}
 	return nil
+}
+
+// stallTimer cancels a request that has received nothing for a while. It
+// uses real time, like every network timeout: a simulated clock must not
+// cut real connections.
+type stallTimer struct {
+	t      *time.Timer
+	d      time.Duration
+	cancel context.CancelFunc
+	once   sync.Once
+	hit    chan struct{}
+}
+
+func (u *Updater) stallGuard(ctx context.Context) (context.Context, *stallTimer) {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &stallTimer{d: u.cfg.StallTimeout, cancel: cancel, hit: make(chan struct{})}
+	s.t = time.AfterFunc(s.d, func() {
+		s.once.Do(func() { close(s.hit) })
+		cancel()
+	})
+	return ctx, s
+}
+
+func (s *stallTimer) reset(uint64) { s.t.Reset(s.d) }
+
+func (s *stallTimer) fired() bool {
+	select {
+	case <-s.hit:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop stops the timer and releases the request's context.
+func (s *stallTimer) Stop() {
+	s.t.Stop()
+	s.cancel()
 }
 
 // progressWriter reports the bytes held after every write.
@@ -241,6 +285,10 @@ func (u *Updater) fetchSmall(ctx context.Context, url string, limit uint64) ([]b
 }
 
 func (u *Updater) fetchSmallOnce(ctx context.Context, url string, limit uint64) ([]byte, error) {
+	// Self-test tensors are small: the stall timeout bounds the whole
+	// request.
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.StallTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, &permanentError{fmt.Errorf("bad URL: %w", err)}

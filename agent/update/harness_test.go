@@ -50,6 +50,7 @@ type fleet struct {
 	cond   chan struct{}
 	blobs  map[string][]byte
 	cuts   map[string][]int // per sha256: bytes to send before cutting, one entry per request
+	stalls map[string][]int // per sha256: bytes to send before going silent, one entry per request
 	ranges []string         // Range headers received, in order
 	// slow makes artifact downloads take a while (1 KiB per 10 ms), so a
 	// test can interrupt one.
@@ -74,7 +75,7 @@ func startFleet(t *testing.T) *fleet {
 		t.Fatal(err)
 	}
 	f := &fleet{t: t, addr: ln.Addr().String(), srv: srv, key: key, pub: pub, cond: make(chan struct{}),
-		blobs: map[string][]byte{}, cuts: map[string][]int{}}
+		blobs: map[string][]byte{}, cuts: map[string][]int{}, stalls: map[string][]int{}}
 	err = srv.Subscribe(proto.TopicPrefix+"+/"+string(proto.KindJobs), 1, func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
 		id, _, err := proto.ParseTopic(pk.TopicName)
 		if err != nil {
@@ -114,6 +115,10 @@ func (f *fleet) serveArtifact(w http.ResponseWriter, r *http.Request) {
 	if ok && len(f.cuts[sha]) > 0 {
 		cut, f.cuts[sha] = f.cuts[sha][0], f.cuts[sha][1:]
 	}
+	stall := -1
+	if ok && len(f.stalls[sha]) > 0 {
+		stall, f.stalls[sha] = f.stalls[sha][0], f.stalls[sha][1:]
+	}
 	if rg := r.Header.Get("Range"); rg != "" {
 		f.ranges = append(f.ranges, rg)
 	}
@@ -123,6 +128,16 @@ func (f *fleet) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", `"`+sha+`"`)
+	if stall >= 0 {
+		// Headers and a few bytes, then silence with the connection open
+		// until the client gives up.
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(b[:stall])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return
+	}
 	f.mu.Lock()
 	slow := f.slow
 	f.mu.Unlock()

@@ -113,6 +113,9 @@ type Config struct {
 	MinFreeBytes uint64
 	// DiskFree reports the free bytes of a directory; default statfs.
 	DiskFree func(dir string) (uint64, error)
+	// StallTimeout ends a download attempt that received nothing for that
+	// long (a connection that stays open but stopped moving); default 60 s.
+	StallTimeout time.Duration
 	// Retries bounds download attempts without progress; default 5.
 	Retries int
 	// RetryMin and RetryMax bound the backoff; defaults 200 ms and 10 s.
@@ -189,6 +192,9 @@ func New(cfg Config) (*Updater, error) {
 	}
 	if cfg.DiskFree == nil {
 		cfg.DiskFree = freeBytes
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 60 * time.Second
 	}
 	if cfg.Retries <= 0 {
 		cfg.Retries = 5

@@ -294,6 +294,7 @@ func TestUpdaterStandalone(t *testing.T) {
 		Report:   func(p *proto.JobProgress) { reports <- p },
 		DiskFree: func(string) (uint64, error) { return 1000, nil }, MinFreeBytes: 100,
 		Profile: "raspberry-pi-5", AgentVersion: "0.2.0",
+		StallTimeout: 300 * time.Millisecond, RetryMin: 10 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -351,9 +352,29 @@ func TestUpdaterStandalone(t *testing.T) {
 		t.Errorf("serving %s, want 1.0.0", v)
 	}
 
+	// A connection that goes silent is given up after the stall timeout
+	// and the download resumes on a new one.
+	silent := f.desiredModel(release{name: "kws", version: "2.0.6", data: simModelFile("kws", "2.0.6")}, "stall")
+	f.mu.Lock()
+	f.stalls[silent.GetSha256()] = []int{10}
+	f.ranges = nil
+	f.mu.Unlock()
+	u.Desired(desired(5, silent))
+	if p := wait("stall"); p.GetState() != proto.JobProgress_STATE_SUCCEEDED {
+		t.Errorf("after a stalled connection: %v %q", p.GetState(), p.GetReason())
+	}
+	f.mu.Lock()
+	if got := strings.Join(f.ranges, " "); got != "bytes=10-" {
+		t.Errorf("after 10 bytes and silence the download resumed with %q, want bytes=10-", got)
+	}
+	f.mu.Unlock()
+	if v, _ := srv.ServedVersion("kws"); v != "2.0.6" {
+		t.Errorf("serving %s, want 2.0.6", v)
+	}
+
 	// An older generation than the applied one is ignored.
 	u.Desired(desired(1, f.desiredModel(release{name: "kws", version: "2.0.4", data: simModelFile("kws", "2.0.4")}, "old")))
-	u.Desired(desired(5, f.desiredModel(release{name: "kws", version: "2.0.5", data: simModelFile("kws", "2.0.5")}, "new")))
+	u.Desired(desired(6, f.desiredModel(release{name: "kws", version: "2.0.5", data: simModelFile("kws", "2.0.5")}, "new")))
 	if p := wait("new"); p.GetState() != proto.JobProgress_STATE_SUCCEEDED {
 		t.Errorf("gen 3: %v %q", p.GetState(), p.GetReason())
 	}
