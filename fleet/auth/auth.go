@@ -290,6 +290,38 @@ func (a *Auth) SetRole(ctx context.Context, name string, role Role) error {
 	})
 }
 
+// DeleteUser removes a user with the user's sessions and API tokens.
+func (a *Auth) DeleteUser(ctx context.Context, name string) error {
+	return a.db.Update(func(tx *bolt.Tx) error {
+		if _, err := getUser(tx, name); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketUsers).Delete([]byte(name)); err != nil {
+			return err
+		}
+		if err := deleteSessionsOf(tx, name); err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketTokens)
+		var keys [][]byte
+		if err := b.ForEach(func(k, v []byte) error {
+			var t Token
+			if json.Unmarshal(v, &t) != nil || t.User == name {
+				keys = append(keys, append([]byte(nil), k...))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Users lists every user by name.
 func (a *Auth) Users(ctx context.Context) ([]User, error) {
 	var out []User

@@ -337,3 +337,40 @@ func TestAuditBounded(t *testing.T) {
 		t.Fatalf("page before 10: %+v", older)
 	}
 }
+
+func TestDeleteUser(t *testing.T) {
+	a, _ := open(t, auth.Options{})
+	if err := a.CreateUser(ctx, "gone", "gone-password", auth.RoleOperator); err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := a.Login(ctx, "gone", "gone-password", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := a.CreateToken(ctx, "gone", "cli", auth.RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteUser(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Session(ctx, sess.Reveal()); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("session of a deleted user: %v", err)
+	}
+	if _, err := a.TokenIdentity(ctx, tok.Reveal()); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("token of a deleted user: %v", err)
+	}
+	if ts, _ := a.Tokens(ctx, "gone"); len(ts) != 0 {
+		t.Fatalf("tokens left: %+v", ts)
+	}
+	if err := a.DeleteUser(ctx, "gone"); !errors.Is(err, auth.ErrNotFound) {
+		t.Fatalf("delete again: %v", err)
+	}
+	// A new user of the same name does not inherit anything.
+	if err := a.CreateUser(ctx, "gone", "other-password", auth.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.TokenIdentity(ctx, tok.Reveal()); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("old token works for the new user: %v", err)
+	}
+}

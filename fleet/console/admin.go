@@ -225,3 +225,43 @@ func (c *Console) userRole(w http.ResponseWriter, r *http.Request) {
 	}
 	seeOther(w, r, "/users", "Role of "+name+" changed.")
 }
+
+// userPassword sets a user's password: an admin's reset for a user who
+// lost theirs. The user's sessions end.
+func (c *Console) userPassword(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.showUsers(w, r, http.StatusBadRequest, "", "The form could not be read: "+err.Error())
+		return
+	}
+	name := r.PathValue("name")
+	if err := c.auth.SetPassword(r.Context(), name, r.PostForm.Get("password")); err != nil {
+		if errors.Is(err, auth.ErrInvalid) || errors.Is(err, auth.ErrNotFound) {
+			c.showUsers(w, r, http.StatusBadRequest, "", "Password of "+name+": "+trimSentinel(err, auth.ErrInvalid)+".")
+			return
+		}
+		c.fail(w, r, err)
+		return
+	}
+	seeOther(w, r, "/users", "Password of "+name+" set; their sessions ended.")
+}
+
+func (c *Console) userDelete(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if id, _ := auth.FromContext(r.Context()); id.User == name {
+		c.showUsers(w, r, http.StatusBadRequest, "", "You cannot delete yourself; ask another admin.")
+		return
+	}
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("confirm") != name {
+		c.showUsers(w, r, http.StatusBadRequest, "", "To delete "+name+", type the user name in the confirmation field.")
+		return
+	}
+	if err := c.auth.DeleteUser(r.Context(), name); err != nil {
+		if errors.Is(err, auth.ErrNotFound) {
+			c.showUsers(w, r, http.StatusBadRequest, "", "Delete: "+err.Error()+".")
+			return
+		}
+		c.fail(w, r, err)
+		return
+	}
+	seeOther(w, r, "/users", "User "+name+" deleted with their sessions and tokens.")
+}

@@ -189,6 +189,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /users", c.need(auth.RoleAdmin, c.usersPage))
 	mux.HandleFunc("POST /users", c.need(auth.RoleAdmin, c.userCreate))
 	mux.HandleFunc("POST /users/{name}/role", c.need(auth.RoleAdmin, c.userRole))
+	mux.HandleFunc("POST /users/{name}/password", c.need(auth.RoleAdmin, c.userPassword))
+	mux.HandleFunc("POST /users/{name}/delete", c.need(auth.RoleAdmin, c.userDelete))
 }
 
 // need checks the role in the handler too, so the console does not rely

@@ -50,6 +50,10 @@ var funcs = template.FuncMap{
 	},
 }
 
+// overviewGroups bounds how many groups the overview evaluates: each
+// selector group reads the inventory.
+const overviewGroups = 20
+
 // overviewScanLimit bounds how many devices the overview counts, so a
 // huge fleet costs a bounded page; beyond it the counts say so.
 const overviewScanLimit = 100_000
@@ -64,6 +68,7 @@ type overviewData struct {
 	Partial                bool
 	Profiles, Models       []count
 	Groups                 []count
+	GroupsCapped           int
 	Active                 []rolloutRow
 	RolloutsOff            bool
 }
@@ -128,8 +133,12 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
 			c.fail(w, r, err)
 			return
 		}
-		for _, g := range groups {
+		for i, g := range groups {
 			n := len(g.Devices)
+			if i >= overviewGroups {
+				d.GroupsCapped = len(groups) - overviewGroups
+				break
+			}
 			if g.Selector != "" {
 				ms, err := c.rollouts.Members(ctx, g.Name)
 				if err != nil {

@@ -102,7 +102,8 @@ var forms = []struct {
 }{
 	{"/rollouts", auth.RoleOperator}, {"/groups", auth.RoleOperator}, {"/rollouts/r1/actions", auth.RoleOperator},
 	{"/account/password", auth.RoleViewer}, {"/account/tokens", auth.RoleViewer}, {"/account/tokens/x/revoke", auth.RoleViewer},
-	{"/users", auth.RoleAdmin}, {"/users/x/role", auth.RoleAdmin}, {"/logout", auth.RoleViewer},
+	{"/users", auth.RoleAdmin}, {"/users/x/role", auth.RoleAdmin}, {"/users/x/password", auth.RoleAdmin}, {"/users/x/delete", auth.RoleAdmin},
+	{"/logout", auth.RoleViewer},
 }
 
 // TestHandlersEnforceAuth: every page needs a login and the right role;
@@ -227,6 +228,10 @@ func TestHandlersBadInput(t *testing.T) {
 		{admin, "POST", "/users", url.Values{"name": {"otto"}, "password": {"long-enough"}, "role": {"viewer"}}, 400, "already exists"},
 		{admin, "POST", "/users/ada/role", url.Values{"role": {"viewer"}}, 400, "cannot lower your own role"},
 		{admin, "POST", "/users/nobody/role", url.Values{"role": {"viewer"}}, 400, "not found"},
+		{admin, "POST", "/users/otto/password", url.Values{"password": {"short"}}, 400, "8 to 72"},
+		{admin, "POST", "/users/nobody/password", url.Values{"password": {"long-enough"}}, 400, "not found"},
+		{admin, "POST", "/users/otto/delete", url.Values{"confirm": {"ott"}}, 400, "type the user name"},
+		{admin, "POST", "/users/ada/delete", url.Values{"confirm": {"ada"}}, 400, "cannot delete yourself"},
 	} {
 		var code int
 		var body string
@@ -327,5 +332,38 @@ func TestLoginForm(t *testing.T) {
 	code, body := try(url.Values{"name": {"lee"}, "password": {"lee-password"}})
 	if limited == 0 || code != http.StatusTooManyRequests || !strings.Contains(body, "too many login attempts") {
 		t.Fatalf("rate limit: %d limited, then the right password got %d %s", limited, code, problem(body))
+	}
+}
+
+// TestUserAdmin: an admin creates a user, changes the role, resets the
+// password and deletes the user, all through the forms.
+func TestUserAdmin(t *testing.T) {
+	f := fleettest.Start(t)
+	admin := login(t, f, "ada", auth.RoleAdmin)
+	a := f.Server.Auth()
+	step := func(path string, form url.Values) {
+		t.Helper()
+		if code, body, loc := admin.post(path, form); code != http.StatusSeeOther || !strings.HasPrefix(loc, "/users") {
+			t.Fatalf("POST %s: %d %q %s", path, code, loc, problem(body))
+		}
+	}
+	step("/users", url.Values{"name": {"neo"}, "password": {"first-password"}, "role": {"viewer"}})
+	step("/users/neo/role", url.Values{"role": {"operator"}})
+	if _, id, err := a.Login(context.Background(), "neo", "first-password", "10.1.1.1"); err != nil || id.Role != auth.RoleOperator {
+		t.Fatalf("neo after the role change: %v %+v", err, id)
+	}
+	step("/users/neo/password", url.Values{"password": {"second-password"}})
+	if _, _, err := a.Login(context.Background(), "neo", "second-password", "10.1.1.1"); err != nil {
+		t.Fatalf("neo with the reset password: %v", err)
+	}
+	step("/users/neo/delete", url.Values{"confirm": {"neo"}})
+	if _, _, err := a.Login(context.Background(), "neo", "second-password", "10.1.1.1"); err == nil {
+		t.Fatal("a deleted user logged in")
+	}
+	_, body, _ := admin.do("GET", "/audit", nil)
+	for _, want := range []string{"POST /users/neo/role", "POST /users/neo/password", "POST /users/neo/delete"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("audit page lacks %q", want)
+		}
 	}
 }
