@@ -3,7 +3,9 @@ package fleettest_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,22 +19,28 @@ import (
 	"github.com/edgefleet/edgefleet/proto"
 )
 
-// mosquittoAuthConfig is deploy/mosquitto/edgefleet-auth.conf with a test
-// port and the generated files in dir.
-func mosquittoAuthConfig(dir string) func(port int, _ string) string {
-	return func(port int, _ string) string {
-		return fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous false
-password_file %s
-acl_file %s
-use_username_as_clientid true
-max_packet_size 266240
-persistence false
-user root
-log_dest stderr
-log_type error
-log_type warning
-`, port, filepath.Join(dir, enroll.MosquittoPasswordFile), filepath.Join(dir, enroll.MosquittoACLFile))
+// mosquittoAuthConfig is deploy/mosquitto/edgefleet-auth.conf, the
+// documented configuration, with a test port, the generated files in dir,
+// a temporary persistence dir and logs to stderr.
+func mosquittoAuthConfig(t *testing.T, dir string) func(port int, tmp string) string {
+	text, err := os.ReadFile("../../deploy/mosquitto/edgefleet-auth.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(port int, tmp string) string {
+		c := string(text)
+		for _, r := range [][2]string{
+			{"\nlistener 1883\n", fmt.Sprintf("\nlistener %d 127.0.0.1\n", port)},
+			{"/var/lib/edgefleet/mosquitto/", dir + "/"},
+			{"persistence_location /var/lib/mosquitto/", "persistence_location " + tmp + "/"},
+			{"log_dest syslog", "log_dest stderr"},
+		} {
+			if !strings.Contains(c, r[0]) {
+				t.Fatalf("edgefleet-auth.conf no longer has %q", r[0])
+			}
+			c = strings.ReplaceAll(c, r[0], r[1])
+		}
+		return c + "user root\n"
 	}
 }
 
@@ -95,7 +103,7 @@ func TestMosquittoEnforcesTheSameACL(t *testing.T) {
 	if err := en.WriteMosquittoFiles(ctx, dir, "edgefleet-server", enroll.MosquittoPasswordHash("server-pw")); err != nil {
 		t.Fatal(err)
 	}
-	m := fleettest.StartMosquittoWith(t, mosquittoAuthConfig(dir))
+	m := fleettest.StartMosquittoWith(t, mosquittoAuthConfig(t, dir))
 
 	if c, err := mqttConnect(m.URL, "gw-a", "", ""); err == nil {
 		c.Disconnect(0)
@@ -199,7 +207,7 @@ func TestServerOverMosquittoWithAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed.Close()
-	m := fleettest.StartMosquittoWith(t, mosquittoAuthConfig(dir))
+	m := fleettest.StartMosquittoWith(t, mosquittoAuthConfig(t, dir))
 	f := fleettest.Start(t, fleettest.WithMQTTURL(m.URL), fleettest.WithDeviceAuth(), fleettest.WithSecurity(func(c *fleetd.SecurityConfig) {
 		c.MQTTUsername, c.MQTTPassword, c.MosquittoDir = "edgefleet-server", "server-pw", dir
 	}))
