@@ -218,7 +218,9 @@ func TestBrowser(t *testing.T) {
 	// A good version, to the group, in two phases.
 	create := func(ver, phases string) string {
 		t.Helper()
-		op.run("new rollout of "+ver, chromedp.Navigate(f.HTTPURL+"/rollouts"), chromedp.Click(`#new-rollout`, chromedp.ByQuery),
+		op.run("rollouts", chromedp.Navigate(f.HTTPURL+"/rollouts"), chromedp.WaitVisible(`#rollouts`, chromedp.ByQuery))
+		op.shot("rollouts-before-" + ver)
+		op.run("new rollout of "+ver, chromedp.Click(`#new-rollout`, chromedp.ByQuery),
 			chromedp.WaitVisible(`#rollout-form`, chromedp.ByQuery),
 			chromedp.SetValue(`#model_version`, demoModel+"@"+ver, chromedp.ByQuery),
 			chromedp.SetValue(`#group`, "plant-all", chromedp.ByQuery),
@@ -257,7 +259,11 @@ func TestBrowser(t *testing.T) {
 	op.run("roll back "+good+" by hand", chromedp.Navigate(f.HTTPURL+"/rollouts/"+good), chromedp.Click(`a.action-rollback`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#confirm-form`, chromedp.ByQuery), chromedp.SendKeys(`#reason`, "browser test", chromedp.ByQuery))
 	op.shot("confirm-rollback")
-	op.run("confirm", chromedp.Click(`#confirm-button`, chromedp.ByQuery), chromedp.WaitVisible(`#state.rolled_back, #state.rolling_back`, chromedp.ByQuery))
+	op.run("confirm", chromedp.Click(`#confirm-button`, chromedp.ByQuery), chromedp.WaitVisible(`#state.rolled_back, #state.rolling_back`, chromedp.ByQuery),
+		chromedp.Text(`li.decision.rollback`, &text, chromedp.ByQuery))
+	if !strings.Contains(text, "by operator") || !strings.Contains(text, "ada: browser test") {
+		t.Errorf("the manual rollback's decision does not name the operator and the reason: %q", text)
+	}
 	op.shot("rollout-manual-rollback")
 	op.run("audit", chromedp.Navigate(f.HTTPURL+"/audit"), chromedp.WaitVisible(`#audit`, chromedp.ByQuery), chromedp.Text(`#audit`, &text, chromedp.ByQuery))
 	if !strings.Contains(text, "POST /rollouts/"+good+"/actions") || !strings.Contains(text, "ada") {
