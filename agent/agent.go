@@ -180,6 +180,7 @@ type Agent struct {
 	// queues its progress for the broker.
 	installed []state.Model
 	upd       *update.Updater
+	updClient *http.Client // the artifact client the agent made, if any
 	jobs      chan *proto.JobProgress
 
 	running   atomic.Bool

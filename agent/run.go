@@ -39,9 +39,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.upd.Run(ctx); err != nil {
-				a.log.Error("update engine stopped", "err", err)
-			}
+			a.runUpdater(ctx)
 		}()
 	}
 	err := a.connectLoop(ctx)

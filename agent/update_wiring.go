@@ -2,8 +2,12 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -35,10 +39,14 @@ func (a *Agent) setupUpdater(ctx context.Context) error {
 		dir = filepath.Join(a.cfg.StateDir, "models")
 	}
 	a.jobs = make(chan *proto.JobProgress, maxQueuedJobProgress)
+	client := a.updateHTTPClient()
+	if client != nil && client != a.cfg.UpdateHTTPClient {
+		a.updClient = client
+	}
 	u, err := update.New(update.Config{
 		FleetKey: a.cfg.FleetKey, Dir: dir, DeviceID: a.id, Store: st, Server: a,
 		Backends: a.backends, Base: a.installed, Report: a.queueJob, Health: a.cfg.Health,
-		HTTPClient: a.cfg.UpdateHTTPClient,
+		HTTPClient: client,
 		Profile:    a.profile.Name, AgentVersion: a.cfg.AgentVersion,
 		// An artifact must fit the profile's model memory on its own.
 		MaxArtifactBytes: uint64(max(a.profile.ModelMemoryMB, 1)) << 20,
@@ -54,6 +62,16 @@ func (a *Agent) setupUpdater(ctx context.Context) error {
 	}
 	a.upd = u
 	return u.Restore(ctx)
+}
+
+// runUpdater runs the update engine until ctx is done.
+func (a *Agent) runUpdater(ctx context.Context) {
+	if err := a.upd.Run(ctx); err != nil {
+		a.log.Error("update engine stopped", "err", err)
+	}
+	if a.updClient != nil {
+		a.updClient.CloseIdleConnections()
+	}
 }
 
 // queueJob queues job progress for the broker without blocking, dropping
@@ -138,4 +156,73 @@ func (a *Agent) observeUpdate(name, version string, d time.Duration, err error) 
 	}
 	failed := err != nil && !errors.Is(err, runtime.ErrInput) && !errors.Is(err, context.Canceled)
 	a.upd.Observe(name, version, d, failed)
+}
+
+// updateHTTPClient is the artifact client: Config.UpdateHTTPClient, or,
+// when enrolment pinned a fleet CA (Config.TLS), one that trusts that CA
+// besides the system roots: the fleet server serves artifacts over TLS
+// with its own CA, and may redirect to object storage with a public
+// certificate. Nil leaves the updater's default.
+func (a *Agent) updateHTTPClient() *http.Client {
+	if a.cfg.UpdateHTTPClient != nil || a.cfg.TLS == nil || a.cfg.TLS.RootCAs == nil {
+		return a.cfg.UpdateHTTPClient
+	}
+	fleetRoots := a.cfg.TLS.RootCAs
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:       http.ProxyFromEnvironment,
+		DialContext: dialer.DialContext,
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			conn, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			cfg := &tls.Config{
+				MinVersion: tls.VersionTLS12,
+				// Verified in VerifyConnection instead, against the fleet CA
+				// and then the system roots, for this host.
+				InsecureSkipVerify: true,
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					return verifyPeer(cs.PeerCertificates, host, fleetRoots)
+				},
+			}
+			if net.ParseIP(host) == nil {
+				cfg.ServerName = host
+			}
+			tc := tls.Client(conn, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return tc, nil
+		},
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConns:          2,
+		IdleConnTimeout:       30 * time.Second,
+	}}
+}
+
+// verifyPeer checks a server's chain for host against the fleet CA, then
+// against the system roots.
+func verifyPeer(chain []*x509.Certificate, host string, fleetRoots *x509.CertPool) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("tls: %s sent no certificate", host)
+	}
+	opts := x509.VerifyOptions{DNSName: host, Intermediates: x509.NewCertPool(), Roots: fleetRoots}
+	for _, c := range chain[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := chain[0].Verify(opts); err == nil {
+		return nil
+	}
+	opts.Roots = nil // the system's
+	if _, err := chain[0].Verify(opts); err != nil {
+		return fmt.Errorf("tls: %s: certificate not signed by the fleet CA nor a system root: %w", host, err)
+	}
+	return nil
 }

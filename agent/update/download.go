@@ -2,6 +2,8 @@ package update
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -123,7 +125,7 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64, 
 	}
 	resp, err := u.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return err
+		return classify(err)
 	}
 	defer resp.Body.Close()
 	switch {
@@ -171,6 +173,21 @@ func (u *Updater) fetchOnce(ctx context.Context, url, path string, size uint64, 
 		return fmt.Errorf("connection ended after %d of %d bytes", held+uint64(n), size)
 	}
 	return nil
+}
+
+// classify makes a certificate the device does not trust a permanent
+// error: retrying cannot fix it, and the job should say so at once.
+func classify(err error) error {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+	)
+	if errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify) {
+		return &permanentError{err}
+	}
+	return err
 }
 
 // stallTimer cancels a request that has received nothing for a while. It
@@ -295,7 +312,7 @@ func (u *Updater) fetchSmallOnce(ctx context.Context, url string, limit uint64) 
 	}
 	resp, err := u.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, classify(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -2,7 +2,11 @@ package update_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -462,5 +466,35 @@ func waitHealthTimer(t *testing.T, clock *clocktest.Clock) {
 	defer tm.Stop()
 	if !clock.WaitPending(2, timeout) {
 		t.Fatalf("no health window timer after %v (%d timers pending)", jobTimeout, clock.Pending())
+	}
+}
+
+// TestArtifactsOverFleetTLS: with TLS on, the fleet server serves
+// artifacts with its own CA, which enrolment pins (agent Config.TLS); the
+// agent downloads with it, and an agent without it refuses the server.
+func TestArtifactsOverFleetTLS(t *testing.T) {
+	f := startFleet(t)
+	srv := httptest.NewTLSServer(http.HandlerFunc(f.serveArtifact))
+	defer srv.Close()
+	f.http = srv // desired states now name https URLs signed by srv's CA
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+
+	cfg := f.agentConfig(t, t.TempDir(), simBackend(t, nil), simSpec("kws", "1.0.0"))
+	cfg.TLS = &tls.Config{RootCAs: pool}
+	a, _ := runAgent(t, cfg)
+	f.publish(a.ID(), 1, f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "pinned"))
+	wantState(t, f.waitJob("pinned", jobTimeout), proto.JobProgress_STATE_SUCCEEDED, "")
+	if v := servedVersion(t, a, "kws"); v != "2.0.0" {
+		t.Fatalf("serving %s, want 2.0.0", v)
+	}
+
+	cfg = f.agentConfig(t, t.TempDir(), simBackend(t, nil), simSpec("kws", "1.0.0"))
+	cfg.DeviceID += "-unpinned"
+	b, _ := runAgent(t, cfg)
+	f.publish(b.ID(), 1, f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "unpinned"))
+	wantState(t, f.waitJob("unpinned", jobTimeout), proto.JobProgress_STATE_FAILED, "certificate")
+	if v := servedVersion(t, b, "kws"); v != "1.0.0" {
+		t.Fatalf("serving %s, want 1.0.0", v)
 	}
 }
