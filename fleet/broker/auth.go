@@ -39,7 +39,23 @@ type authHook struct {
 func (h *authHook) ID() string { return "edgefleet-auth" }
 
 func (h *authHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnSessionEstablished
+}
+
+// OnSessionEstablished checks the credentials again once the client is
+// registered: a revocation that landed between the CONNECT check and the
+// registration found no connection to cut, so it is cut here instead.
+func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
+	defer cancel()
+	if err := h.auth.Authenticate(ctx, cl.ID, pk.Connect.Password); err != nil {
+		h.refused.Add(1)
+		h.log.Warn("disconnected a client revoked while it connected", "client_id", cl.ID, "error", err)
+		cl.Stop(packets.ErrNotAuthorized)
+	}
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {

@@ -231,3 +231,36 @@ func TestSilentAndCrowdingConnectionsAreBounded(t *testing.T) {
 		t.Errorf("conns_over_ip_cap = %d, want 1", got)
 	}
 }
+
+// BenchmarkConnect compares a device's CONNECT round trip with auth off
+// and on (two credential checks against bbolt), side by side.
+func BenchmarkConnect(b *testing.B) {
+	for _, auth := range []bool{false, true} {
+		b.Run(map[bool]string{false: "auth=off", true: "auth=required"}[auth], func(b *testing.B) {
+			var url, pass string
+			if auth {
+				br, en, _ := newAuthEmbedded(b, broker.Limits{})
+				c, err := en.Preauthorize(context.Background(), "gw-b", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				url, pass = br.URL(), string(c.Secret)
+			} else {
+				br, _ := newEmbedded(b, broker.Limits{})
+				url = br.URL()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				o := paho.NewClientOptions().AddBroker(url).SetClientID("gw-b").SetAutoReconnect(false).SetProtocolVersion(4)
+				if auth {
+					o.SetUsername("gw-b").SetPassword(pass)
+				}
+				c := paho.NewClient(o)
+				if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+					b.Fatalf("connect: %v", tok.Error())
+				}
+				c.Disconnect(0)
+			}
+		})
+	}
+}

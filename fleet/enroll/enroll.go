@@ -14,7 +14,6 @@
 package enroll
 
 import (
-	"bytes"
 	"context"
 	"crypto/pbkdf2"
 	"crypto/rand"
@@ -22,6 +21,7 @@ import (
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -69,6 +69,10 @@ var (
 	bucketRoot    = []byte("enroll")
 	bucketTokens  = []byte("tokens")
 	bucketDevices = []byte("devices")
+	// Counts kept beside the buckets, so limits are checked in constant
+	// time: the pending count guards an endpoint anyone can call.
+	keyDevices = []byte("count_devices")
+	keyPending = []byte("count_pending")
 )
 
 // Options configure Open.
@@ -284,6 +288,53 @@ func buckets(tx *bolt.Tx) (tokens, devices *bolt.Bucket) {
 	return root.Bucket(bucketTokens), root.Bucket(bucketDevices)
 }
 
+func count(tx *bolt.Tx, key []byte) int {
+	v := tx.Bucket(bucketRoot).Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint64(v))
+}
+
+func adjust(tx *bolt.Tx, key []byte, delta int) error {
+	n := max(count(tx, key)+delta, 0)
+	return tx.Bucket(bucketRoot).Put(key, binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+// putDevice stores d and keeps the counts; prev is the record's state
+// before, "" when it is new.
+func putDevice(tx *bolt.Tx, prev string, d deviceRecord) error {
+	if prev == "" {
+		if err := adjust(tx, keyDevices, 1); err != nil {
+			return err
+		}
+	}
+	if was, is := prev == StatePending, d.State == StatePending; was != is {
+		delta := 1
+		if was {
+			delta = -1
+		}
+		if err := adjust(tx, keyPending, delta); err != nil {
+			return err
+		}
+	}
+	_, db := buckets(tx)
+	return putJSON(db, d.ID, d)
+}
+
+func deleteDevice(tx *bolt.Tx, d deviceRecord) error {
+	if err := adjust(tx, keyDevices, -1); err != nil {
+		return err
+	}
+	if d.State == StatePending {
+		if err := adjust(tx, keyPending, -1); err != nil {
+			return err
+		}
+	}
+	_, db := buckets(tx)
+	return db.Delete([]byte(d.ID))
+}
+
 func (e *Enroll) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -441,13 +492,14 @@ func (e *Enroll) Enrol(ctx context.Context, token, deviceID string) (Credentials
 		if err != nil {
 			return err
 		}
+		prev := d.State
 		switch {
 		case exists && d.State == StatePending:
 			// A device that asked to join now brings a token: the token
 			// is the operator's acceptance.
 		case exists:
 			return fmt.Errorf("%w: %s is %s; remove it first to enrol it again", ErrExists, deviceID, d.State)
-		case db.Stats().KeyN >= e.opts.MaxDevices:
+		case count(tx, keyDevices) >= e.opts.MaxDevices:
 			return fmt.Errorf("%w: %d devices", ErrLimit, e.opts.MaxDevices)
 		default:
 			d.CreatedAt = now
@@ -459,7 +511,7 @@ func (e *Enroll) Enrol(ctx context.Context, token, deviceID string) (Credentials
 		d.ID, d.State, d.Labels, d.TokenID, d.UpdatedAt = deviceID, StateAccepted, cloneLabels(t.Labels), t.ID, now
 		d.SecretHash, d.Mosquitto, d.RequestHash = hash(devSecret), mosquittoHash(devSecret), nil
 		creds = Credentials{DeviceID: deviceID, Secret: Secret(devSecret), Labels: cloneLabels(t.Labels)}
-		return putJSON(db, deviceID, d)
+		return putDevice(tx, prev, d)
 	})
 	if err != nil {
 		return Credentials{}, err
@@ -494,19 +546,15 @@ func (e *Enroll) Request(ctx context.Context, deviceID, requestKey string) (Cred
 		}
 		now := e.opts.Now().UTC()
 		if !exists {
-			n := 0
-			c := db.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if bytes.Contains(v, []byte(`"state":"pending"`)) {
-					n++
-				}
-			}
-			if n >= e.opts.MaxPending || db.Stats().KeyN >= e.opts.MaxDevices {
+			if n := count(tx, keyPending); n >= e.opts.MaxPending {
 				return fmt.Errorf("%w: %d devices already await acceptance", ErrLimit, n)
+			}
+			if count(tx, keyDevices) >= e.opts.MaxDevices {
+				return fmt.Errorf("%w: %d devices", ErrLimit, e.opts.MaxDevices)
 			}
 			d = deviceRecord{Device: Device{ID: deviceID, State: StatePending, CreatedAt: now, UpdatedAt: now}, RequestHash: hash(requestKey)}
 			pending = true
-			return putJSON(db, deviceID, d)
+			return putDevice(tx, "", d)
 		}
 		if d.RequestHash == nil || subtle.ConstantTimeCompare(d.RequestHash, hash(requestKey)) != 1 {
 			return fmt.Errorf("%w: %s is enrolled by other means or asked with another key", ErrRefused, deviceID)
@@ -522,7 +570,7 @@ func (e *Enroll) Request(ctx context.Context, deviceID, requestKey string) (Cred
 		secret := randomString(32)
 		d.SecretHash, d.Mosquitto, d.UpdatedAt = hash(secret), mosquittoHash(secret), now
 		creds = Credentials{DeviceID: deviceID, Secret: Secret(secret), Labels: cloneLabels(d.Labels)}
-		return putJSON(db, deviceID, d)
+		return putDevice(tx, d.State, d)
 	})
 	if err != nil {
 		return Credentials{}, err
@@ -555,13 +603,13 @@ func (e *Enroll) Preauthorize(ctx context.Context, deviceID string, labels map[s
 		if exists {
 			return fmt.Errorf("%w: %s is %s", ErrExists, deviceID, d.State)
 		}
-		if db.Stats().KeyN >= e.opts.MaxDevices {
+		if count(tx, keyDevices) >= e.opts.MaxDevices {
 			return fmt.Errorf("%w: %d devices", ErrLimit, e.opts.MaxDevices)
 		}
 		now := e.opts.Now().UTC()
 		d = deviceRecord{Device: Device{ID: deviceID, State: StateAccepted, Labels: cloneLabels(labels), CreatedAt: now, UpdatedAt: now},
 			SecretHash: hash(secret), Mosquitto: mosquittoHash(secret)}
-		return putJSON(db, deviceID, d)
+		return putDevice(tx, "", d)
 	})
 	if err != nil {
 		return Credentials{}, err
@@ -591,11 +639,12 @@ func (e *Enroll) setState(ctx context.Context, id, state string, from ...string)
 			return fmt.Errorf("%w: %s is %s; only a device that is %s can become %s", ErrInvalid, id, d.State, strings.Join(from, " or "), state)
 		}
 		cut = d.State == StateAccepted && state != StateAccepted
+		prev := d.State
 		d.State, d.UpdatedAt = state, e.opts.Now().UTC()
 		if state != StateAccepted {
 			d.SecretHash, d.Mosquitto = nil, ""
 		}
-		return putJSON(db, id, d)
+		return putDevice(tx, prev, d)
 	})
 	if err != nil {
 		return err
@@ -639,7 +688,7 @@ func (e *Enroll) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("%w: device %q", ErrNotFound, id)
 		}
 		cut = d.State == StateAccepted
-		return db.Delete([]byte(id))
+		return deleteDevice(tx, d)
 	})
 	if err == nil && cut {
 		e.notifyCutOff(id)

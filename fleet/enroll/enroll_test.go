@@ -196,6 +196,56 @@ func TestRequestAcceptReject(t *testing.T) {
 	if err != nil || len(ds) != 3 {
 		t.Fatalf("pending %v, %v", ds, err)
 	}
+	// Accepting one and removing another make room for two more.
+	if err := e.Accept(ctx, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Remove(ctx, "p2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"p4", "p5"} {
+		if _, err := e.Request(ctx, id, key); !errors.Is(err, enroll.ErrPending) {
+			t.Fatalf("%s after room was made: %v", id, err)
+		}
+	}
+	if _, err := e.Request(ctx, "p6", key); !errors.Is(err, enroll.ErrLimit) {
+		t.Fatalf("p6: got %v, want ErrLimit", err)
+	}
+}
+
+func TestDeviceLimit(t *testing.T) {
+	ctx := context.Background()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "fleet.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	e, err := enroll.Open(enroll.Options{DB: db, MaxDevices: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok, err := e.CreateToken(ctx, enroll.TokenSpec{MaxUses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Preauthorize(ctx, "a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Enrol(ctx, string(tok), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Enrol(ctx, string(tok), "c"); !errors.Is(err, enroll.ErrLimit) {
+		t.Fatalf("third device: %v", err)
+	}
+	if _, err := e.Request(ctx, "c", "0123456789abcdef-key"); !errors.Is(err, enroll.ErrLimit) {
+		t.Fatalf("third device asking: %v", err)
+	}
+	if err := e.Remove(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Enrol(ctx, string(tok), "c"); err != nil {
+		t.Fatalf("after a removal: %v", err)
+	}
 }
 
 func TestMosquittoFiles(t *testing.T) {

@@ -36,3 +36,27 @@ func FuzzEnrollBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTopicAllowed: whatever the topic, a device is allowed only its own
+// exact topics, in the right direction.
+func FuzzTopicAllowed(f *testing.F) {
+	for _, s := range []string{"edgefleet/v1/devices/gw-1/telemetry", "edgefleet/v1/devices/gw-1/desired", "#", "$SYS/#",
+		"edgefleet/v1/devices/+/desired", "edgefleet/v1/devices/gw-1/#", "edgefleet/v1/devices/gw-2/hello"} {
+		f.Add("gw-1", s, true)
+		f.Add("gw-1", s, false)
+	}
+	f.Fuzz(func(t *testing.T, id, topic string, write bool) {
+		if !enroll.TopicAllowed(id, topic, write) {
+			return
+		}
+		for _, k := range []proto.Kind{proto.KindHello, proto.KindStatus, proto.KindTelemetry, proto.KindJobs, proto.KindAck, proto.KindDesired, proto.KindCommand} {
+			if topic == proto.Topic(id, k) {
+				if k.FromDevice() != write {
+					t.Fatalf("%q may %s %q", id, map[bool]string{true: "write", false: "read"}[write], topic)
+				}
+				return
+			}
+		}
+		t.Fatalf("%q allowed on %q, which is not one of its own topics", id, topic)
+	})
+}
