@@ -5,12 +5,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/fleet/auth"
+	"github.com/edgefleet/edgefleet/fleet/console"
 	"github.com/edgefleet/edgefleet/fleet/fleettest"
 )
 
@@ -366,4 +368,53 @@ func TestUserAdmin(t *testing.T) {
 			t.Errorf("audit page lacks %q", want)
 		}
 	}
+}
+
+// TestSecureCookiesUnderTLS: served over TLS, the login and session
+// cookies are Secure (and still HttpOnly, SameSite=Strict).
+func TestSecureCookiesUnderTLS(t *testing.T) {
+	a := newAuth(t)
+	if err := a.CreateUser(context.Background(), "tess", "tess-password", auth.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	c, err := console.New(console.Options{Inventory: newInventory(t), Auth: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	c.Register(mux)
+	srv := httptest.NewTLSServer(a.Wrap(mux, nil))
+	defer srv.Close()
+	client := srv.Client()
+	client.Jar, _ = cookiejar.New(nil)
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Get(srv.URL + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	checkCookie := func(resp *http.Response, name string) {
+		t.Helper()
+		for _, ck := range resp.Cookies() {
+			if ck.Name == name {
+				if !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
+					t.Errorf("cookie %s over TLS: %+v", name, ck)
+				}
+				return
+			}
+		}
+		t.Errorf("no cookie %s", name)
+	}
+	checkCookie(resp, "edgefleet_login")
+	tok := csrfRE.FindStringSubmatch(string(body))[1]
+	resp, err = client.PostForm(srv.URL+"/login", url.Values{"csrf": {tok}, "name": {"tess"}, "password": {"tess-password"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login over TLS: %d", resp.StatusCode)
+	}
+	checkCookie(resp, auth.SessionCookie)
 }
