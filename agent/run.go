@@ -200,7 +200,7 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 	client := mqtt.NewClient(opts)
 	if err := a.wait(ctx, client.Connect(), a.cfg.ConnectTimeout); err != nil {
 		client.Disconnect(0)
-		return false, fmt.Errorf("connect to %s: %w", a.brokerURL.Host, err)
+		return false, fmt.Errorf("connect to %s: %w%s", a.brokerURL.Host, err, refusedHint(err))
 	}
 	a.session.Store(session)
 	a.connected.Store(true)

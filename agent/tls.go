@@ -3,8 +3,11 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // secure wraps a broker connection in TLS when the broker URL is tls://,
@@ -28,4 +31,13 @@ func (a *Agent) secure(ctx context.Context, conn net.Conn) (net.Conn, error) {
 		return nil, fmt.Errorf("tls handshake with %s: %w", a.brokerURL.Host, err)
 	}
 	return tc, nil
+}
+
+// refusedHint tells the operator what a refused CONNECT usually means, since
+// the agent keeps retrying and the log is all they see.
+func refusedHint(err error) string {
+	if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
+		return " (the broker refused this device's credentials: it may be revoked, rejected or not enrolled; see `edgefleet-agent enroll`)"
+	}
+	return ""
 }
