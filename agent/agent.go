@@ -182,6 +182,7 @@ type Agent struct {
 	upd       *update.Updater
 	updClient *http.Client // the artifact client the agent made, if any
 	jobs      chan *proto.JobProgress
+	helloDue  atomic.Bool // a job finished: say hello again with the models
 
 	running   atomic.Bool
 	connected atomic.Bool

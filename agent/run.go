@@ -258,7 +258,7 @@ func (a *Agent) serve(ctx context.Context, client mqtt.Client, session uint64, l
 			a.handle(ctx, client, session, m)
 			continue
 		case p := <-a.jobs:
-			a.publishJob(ctx, client, p, log)
+			a.publishJob(ctx, client, session, p, log)
 			continue
 		case err := <-lost:
 			return fmt.Errorf("%w: %v", errConnLost, err)
@@ -277,7 +277,7 @@ func (a *Agent) serve(ctx context.Context, client mqtt.Client, session uint64, l
 			case m := <-inbox:
 				a.handle(ctx, client, session, m)
 			case p := <-a.jobs:
-				a.publishJob(ctx, client, p, log)
+				a.publishJob(ctx, client, session, p, log)
 			case <-a.queue.Ready():
 			}
 			continue
@@ -424,9 +424,17 @@ func (a *Agent) wait(ctx context.Context, tok mqtt.Token, timeout time.Duration)
 }
 
 // publishJob sends one job progress message. A lost one is not resent:
-// the terminal state of every job goes out again on each connect.
-func (a *Agent) publishJob(ctx context.Context, client mqtt.Client, p *proto.JobProgress, log *slog.Logger) {
+// the terminal state of every job goes out again on each connect. After a
+// terminal state the hello goes out again too, so the fleet's inventory
+// shows what the device now runs without waiting for a reconnect.
+func (a *Agent) publishJob(ctx context.Context, client mqtt.Client, session uint64, p *proto.JobProgress, log *slog.Logger) {
 	if err := a.publish(ctx, client, proto.KindJobs, false, p); err != nil {
 		log.Warn("job progress not delivered", "job", p.GetJobId(), "step", p.GetStep(), "err", err)
+		return
+	}
+	if a.helloDue.CompareAndSwap(true, false) {
+		if err := a.sendHello(ctx, client, session); err != nil {
+			log.Warn("hello after an update not delivered", "err", err)
+		}
 	}
 }

@@ -46,6 +46,7 @@ func (a *Agent) setupUpdater(ctx context.Context) error {
 	u, err := update.New(update.Config{
 		FleetKey: a.cfg.FleetKey, Dir: dir, DeviceID: a.id, Store: st, Server: a,
 		Backends: a.backends, Base: a.installed, Report: a.queueJob, Health: a.cfg.Health,
+		Finished:   func() { a.helloDue.Store(true) },
 		HTTPClient: client,
 		Profile:    a.profile.Name, AgentVersion: a.cfg.AgentVersion,
 		// An artifact must fit the profile's model memory on its own.

@@ -245,12 +245,18 @@ func (f *fleet) recordHellos(t *testing.T) *helloLog {
 // then) and returns it.
 func (hl *helloLog) since(t *testing.T, t0 time.Time, timeout time.Duration) *proto.Hello {
 	t.Helper()
+	return hl.waitFor(t, t0, timeout, func(*proto.Hello) bool { return true })
+}
+
+// waitFor waits for a hello sent at or after t0 that satisfies ok.
+func (hl *helloLog) waitFor(t *testing.T, t0 time.Time, timeout time.Duration, ok func(*proto.Hello) bool) *proto.Hello {
+	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		hl.mu.Lock()
 		for _, h := range hl.hellos {
-			if h.GetSentUnixMs() >= t0.UnixMilli() {
+			if h.GetSentUnixMs() >= t0.UnixMilli() && ok(h) {
 				hl.mu.Unlock()
 				return h
 			}
@@ -260,7 +266,7 @@ func (hl *helloLog) since(t *testing.T, t0 time.Time, timeout time.Duration) *pr
 		select {
 		case <-ch:
 		case <-deadline.C:
-			t.Fatalf("no hello from the restarted agent in %v", timeout)
+			t.Fatalf("no such hello in %v", timeout)
 		}
 	}
 }

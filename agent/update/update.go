@@ -101,6 +101,10 @@ type Config struct {
 	Base []state.Model
 	// Report publishes job progress; it must not block for long.
 	Report func(*proto.JobProgress)
+	// Finished, when set, is called when a job ends, before its terminal
+	// report, once the installed models are recorded (the agent says hello
+	// again).
+	Finished func()
 	// Health decides about new versions.
 	Health HealthPolicy
 	// HTTPClient downloads artifacts; default one with connect and header
@@ -447,6 +451,9 @@ func (u *Updater) finish(dep *state.Deployment, st proto.JobProgress_State, reas
 		lvl = slog.LevelWarn
 	}
 	u.log.Log(ctx, lvl, "update job finished", "model", dep.Name, "version", dep.Job.Version, "job", dep.Job.ID, "state", st, "reason", reason)
+	if u.cfg.Finished != nil {
+		u.cfg.Finished()
+	}
 	u.report(dep.Job, dep.Name, 1)
 }
 

@@ -56,9 +56,11 @@ func TestUpdateSwitchesAndSurvivesRestart(t *testing.T) {
 	f := startFleet(t)
 	dir := t.TempDir()
 	cfg := f.agentConfig(t, dir, simBackend(t, nil), simSpec("kws", "1.0.0"))
+	hellos := f.recordHellos(t)
 	a, stop := runAgent(t, cfg)
 	ctx := context.Background()
 
+	sent := time.Now()
 	f.publish(a.ID(), 1, f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "j1"))
 	ps := f.waitJob("j1", jobTimeout)
 	wantState(t, ps, proto.JobProgress_STATE_SUCCEEDED, "")
@@ -69,6 +71,11 @@ func TestUpdateSwitchesAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("serving %s after the update, want 2.0.0", v)
 	}
 	inferOK(t, a, "kws")
+	// The fleet hears what the device runs now without a reconnect.
+	hellos.waitFor(t, sent, jobTimeout, func(h *proto.Hello) bool {
+		act := activeModels(h)
+		return len(act) == 1 && act[0].GetVersion() == "2.0.0"
+	})
 	h, err := a.Hello(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
