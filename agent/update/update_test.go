@@ -505,3 +505,45 @@ func TestArtifactsOverFleetTLS(t *testing.T) {
 		t.Fatalf("serving %s, want 1.0.0", v)
 	}
 }
+
+// TestNewModelRolledBackIsRemoved: a desired model the device did not
+// serve before is installed next to the configured one; when it breaches
+// its health window, rolling back means serving nothing under its name.
+func TestNewModelRolledBackIsRemoved(t *testing.T) {
+	f := startFleet(t)
+	clock := clocktest.New(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	backend := simBackend(t, map[string]simulators.Behavior{"vad@1.0.0": {ErrorRate: 1}})
+	cfg := f.agentConfig(t, t.TempDir(), backend, simSpec("kws", "1.0.0"))
+	cfg.Clock = clock
+	cfg.Health = update.HealthPolicy{Window: 30 * time.Second, MinRequests: 20}
+	a, _ := runAgent(t, cfg)
+	f.publish(a.ID(), 1,
+		f.desiredModel(release{name: "kws", version: "1.0.0", data: simModelFile("kws", "1.0.0")}, "kws"),
+		f.desiredModel(release{name: "vad", version: "1.0.0", data: simModelFile("vad", "1.0.0")}, "vad"))
+	wantState(t, f.waitJob("kws", jobTimeout), proto.JobProgress_STATE_SUCCEEDED, "already running")
+	f.waitStep("vad", proto.JobProgress_STEP_HEALTH_WINDOW, jobTimeout)
+	waitHealthTimer(t, clock)
+	if v := servedVersion(t, a, "vad"); v != "1.0.0" {
+		t.Fatalf("serving vad %s, want 1.0.0", v)
+	}
+	for i := 0; i < 25; i++ {
+		if err := a.Infer(context.Background(), "vad", simulators.Input(), []agentrt.Tensor{{}}); !errors.Is(err, simulators.ErrSimulated) {
+			t.Fatalf("vad request %d: %v", i, err)
+		}
+	}
+	clock.Advance(31 * time.Second)
+	wantState(t, f.waitJob("vad", jobTimeout), proto.JobProgress_STATE_ROLLED_BACK, "error rate 100.0%")
+	if v, ok := a.ServedVersion("vad"); ok {
+		t.Fatalf("vad %s still served after its rollback", v)
+	}
+	inferOK(t, a, "kws")
+	h, err := a.Hello(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range h.GetModels() {
+		if m.GetName() == "vad" && m.GetActive() {
+			t.Errorf("hello reports vad active after its rollback: %v", m)
+		}
+	}
+}
