@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,6 +50,8 @@ type ExternalOptions struct {
 	// Username and Password authenticate the server to a broker that
 	// requires it (deploy/mosquitto: the password file's server line).
 	Username, Password string
+	// TLS verifies an ssl:// or tls:// broker; nil means the system roots.
+	TLS *tls.Config
 	// Handler receives device messages. Required.
 	Handler Handler
 	// Workers is how many goroutines apply device messages; each device's
@@ -139,6 +142,7 @@ func NewExternal(opts ExternalOptions) (*External, error) {
 		SetClientID(opts.ClientID).
 		SetUsername(opts.Username).
 		SetPassword(opts.Password).
+		SetTLSConfig(opts.TLS).
 		SetProtocolVersion(4). // MQTT 3.1.1; paho.mqtt.golang speaks nothing newer
 		// A persistent session: while the server is away (restarting, or
 		// reconnecting after the broker restarted from its persistence file)

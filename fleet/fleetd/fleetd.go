@@ -151,11 +151,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.openSecurity(); err != nil {
 		return nil, err
 	}
+	extTLS, err := s.externalTLS()
+	if err != nil {
+		return nil, err
+	}
 	if cfg.MQTTURL != "" {
 		// The external broker's retained status messages bring presence up
 		// to date once subscribed.
 		s.broker, err = broker.NewExternal(broker.ExternalOptions{URL: cfg.MQTTURL, ClientID: mqttClientID(cfg), Group: cfg.MQTTShareGroup, Handler: &s.ingest,
-			Username: cfg.Security.MQTTUsername, Password: cfg.Security.MQTTPassword, Logger: log.With("component", "mqtt")})
+			Username: cfg.Security.MQTTUsername, Password: cfg.Security.MQTTPassword, TLS: extTLS, Logger: log.With("component", "mqtt")})
 	} else {
 		// A new embedded broker has no connections: whatever the file says
 		// about presence is from the previous run.

@@ -3,6 +3,7 @@ package fleetd
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -51,6 +52,9 @@ type SecurityConfig struct {
 	// external broker; the same pair is allowed everything by the EMQX
 	// auth endpoints.
 	MQTTUsername, MQTTPassword string
+	// MQTTCAFile is the PEM CA that verifies an external broker reached
+	// over TLS (--mqtt-url ssl://...); empty means the system roots.
+	MQTTCAFile string
 	// MosquittoDir, when set, receives a Mosquitto password file and ACL
 	// file (enroll.MosquittoPasswordFile, enroll.MosquittoACLFile) at start
 	// and after every enrolment change, for an external Mosquitto that
@@ -172,6 +176,24 @@ func (s *Server) writeMosquittoFiles() error {
 // DefaultMQTTUsername is the server's user in generated Mosquitto files
 // when --mqtt-username is not set.
 const DefaultMQTTUsername = "edgefleet-server"
+
+// externalTLS verifies an external broker over TLS; nil means paho's
+// default (the system roots).
+func (s *Server) externalTLS() (*tls.Config, error) {
+	f := s.cfg.Security.MQTTCAFile
+	if f == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%w: mqtt CA %s holds no PEM certificate (--mqtt-ca)", ErrConfig, f)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
 
 // brokerAuth is what the embedded broker checks devices with; nil when
 // auth is off.

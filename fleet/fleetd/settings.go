@@ -36,6 +36,7 @@ type Settings struct {
 	TLSCA            string `yaml:"tls-ca"`
 	TLSHosts         string `yaml:"tls-hosts"`
 	MosquittoDir     string `yaml:"mosquitto-dir"`
+	MQTTCA           string `yaml:"mqtt-ca"`
 	HTTPMaxConnsIP   int    `yaml:"http-max-conns-per-ip"`
 	MQTTMaxConnsIP   int    `yaml:"mqtt-max-conns-per-ip"`
 
@@ -73,6 +74,7 @@ func (s *Settings) table() []setting {
 		{"tls-ca", "EDGEFLEET_TLS_CA", "with --tls=files: PEM CA certificate handed to devices to pin", &s.TLSCA, nil},
 		{"http-max-conns-per-ip", "EDGEFLEET_HTTP_MAX_CONNS_PER_IP", "bound on concurrent HTTP connections from one IP; 0 = none", nil, &s.HTTPMaxConnsIP},
 		{"mqtt-max-conns-per-ip", "EDGEFLEET_MQTT_MAX_CONNS_PER_IP", "bound on concurrent connections to the embedded broker from one IP; 0 = none", nil, &s.MQTTMaxConnsIP},
+		{"mqtt-ca", "EDGEFLEET_MQTT_CA", "with --mqtt-url ssl://...: PEM CA that verifies the external broker (default: system roots)", &s.MQTTCA, nil},
 		{"mosquitto-dir", "EDGEFLEET_MOSQUITTO_DIR", "write a Mosquitto password file and ACL file here, kept up to date with enrolment (external Mosquitto)", &s.MosquittoDir, nil},
 		{"tls-hosts", "EDGEFLEET_TLS_HOSTS", "with --tls=self-signed: extra comma-separated names and IPs for the server certificate", &s.TLSHosts, nil},
 	}
@@ -245,7 +247,7 @@ func (s Settings) Config(log *slog.Logger) Config {
 		Security: SecurityConfig{
 			MQTTAuth: s.MQTTAuth, TLS: s.TLS, TLSCertFile: s.TLSCert, TLSKeyFile: s.TLSKey, TLSCAFile: s.TLSCA,
 			TLSHosts: splitList(s.TLSHosts), BrokerPublicURL: s.MQTTPublicURL, MQTTUsername: s.MQTTUsername, MQTTPassword: s.MQTTPassword,
-			MosquittoDir: s.MosquittoDir, HTTPMaxConnsPerIP: s.HTTPMaxConnsIP, MQTTMaxConnsPerIP: s.MQTTMaxConnsIP,
+			MosquittoDir: s.MosquittoDir, MQTTCAFile: s.MQTTCA, HTTPMaxConnsPerIP: s.HTTPMaxConnsIP, MQTTMaxConnsPerIP: s.MQTTMaxConnsIP,
 		},
 	}
 }
