@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,6 +216,11 @@ func (s *Server) wireEnrollment(mux *http.ServeMux) {
 		ServerUser: s.cfg.Security.MQTTUsername, ServerSecret: enroll.Secret(s.cfg.Security.MQTTPassword), Logger: s.log.With("component", "enroll")}
 	if opts.BrokerURL == "" {
 		opts.BrokerURL = s.broker.URL()
+		if u, err := url.Parse(opts.BrokerURL); err == nil {
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+				s.log.Warn("devices would be told to connect to an unspecified address; set --mqtt-public-url to the broker address gateways reach", "broker", opts.BrokerURL)
+			}
+		}
 	}
 	if s.reg != nil {
 		opts.FleetKey = s.reg.PublicKey()
