@@ -106,6 +106,7 @@ type Console struct {
 	maxStrm  int64
 	interval time.Duration
 	tick     time.Duration
+	counts   countCache
 }
 
 // pageNames are the templates besides the layout; each defines "content".

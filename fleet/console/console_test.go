@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -192,5 +193,44 @@ func TestEventsFollowInventoryChanges(t *testing.T) {
 	hello(t, inv, "gw-9", nil)
 	if e := next(); e != "event: devices" {
 		t.Fatalf("event after a change = %q", e)
+	}
+}
+
+// TestOverviewCountsFollowChanges: the overview's cached counts are
+// recounted after the inventory changes (EventInterval is the longest they
+// may lag; here a nanosecond).
+func TestOverviewCountsFollowChanges(t *testing.T) {
+	inv := newInventory(t)
+	a := newAuth(t)
+	c, err := console.New(console.Options{Inventory: inv, Auth: a, EventInterval: time.Nanosecond, TickInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	c.Register(mux)
+	srv := httptest.NewServer(a.Wrap(mux, nil))
+	defer srv.Close()
+	ck := adminCookie(t, a)
+	total := func() string {
+		t.Helper()
+		resp := get(t, ck, srv.URL+"/")
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := regexp.MustCompile(`id="total">([^<]*)<`).FindSubmatch(body)
+		if m == nil {
+			t.Fatalf("overview without a total:\n%s", body)
+		}
+		return string(m[1])
+	}
+	hello(t, inv, "gw-1", nil)
+	if got := total(); got != "1 devices" {
+		t.Fatalf("total %q, want 1 devices", got)
+	}
+	if got := total(); got != "1 devices" { // from the cache
+		t.Fatalf("total %q, want 1 devices", got)
+	}
+	hello(t, inv, "gw-2", nil)
+	if got := total(); got != "2 devices" {
+		t.Fatalf("total after a new device %q, want 2 devices", got)
 	}
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	protobuf "google.golang.org/protobuf/proto"
@@ -64,13 +66,11 @@ type count struct {
 }
 
 type overviewData struct {
-	Total, Online, Offline int
-	Partial                bool
-	Profiles, Models       []count
-	Groups                 []count
-	GroupsCapped           int
-	Active                 []rolloutRow
-	RolloutsOff            bool
+	deviceCounts
+	Groups       []count
+	GroupsCapped int
+	Active       []rolloutRow
+	RolloutsOff  bool
 }
 
 func sortedCounts(m map[string]int) []count {
@@ -87,16 +87,48 @@ func sortedCounts(m map[string]int) []count {
 	return out
 }
 
-func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	d := overviewData{}
+// deviceCounts is the device part of the overview.
+type deviceCounts struct {
+	Total, Online, Offline int
+	Partial                bool
+	Profiles, Models       []count
+}
+
+// countCache keeps the last device counts: they read every device, and
+// each open overview refreshes on every inventory event, so without it
+// every open browser would cost a full scan per second. The counts are
+// recomputed when the inventory changed and the last ones are older than
+// EventInterval; the lock makes concurrent pages share one scan.
+type countCache struct {
+	mu      sync.Mutex
+	valid   bool
+	at      time.Time
+	changed <-chan struct{}
+	counts  deviceCounts
+}
+
+func (c *Console) deviceCounts(ctx context.Context) (deviceCounts, error) {
+	cc := &c.counts
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.valid {
+		select {
+		case <-cc.changed:
+			if time.Since(cc.at) < c.interval {
+				return cc.counts, nil
+			}
+		default:
+			return cc.counts, nil
+		}
+	}
+	changed := c.inv.Changed() // before the scan, so a change during it is not missed
+	var d deviceCounts
 	profiles, models := map[string]int{}, map[string]int{}
 	q := inventory.Query{Limit: inventory.MaxLimit}
 	for {
 		p, err := c.inv.List(ctx, q)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return d, err
 		}
 		for _, dev := range p.Devices {
 			d.Total++
@@ -125,6 +157,18 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Offline = d.Total - d.Online
 	d.Profiles, d.Models = sortedCounts(profiles), sortedCounts(models)
+	cc.valid, cc.at, cc.changed, cc.counts = true, time.Now(), changed, d
+	return d, nil
+}
+
+func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	counts, err := c.deviceCounts(ctx)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	d := overviewData{deviceCounts: counts}
 	if c.rollouts == nil {
 		d.RolloutsOff = true
 	} else {
