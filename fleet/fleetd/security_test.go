@@ -1,6 +1,7 @@
 package fleetd_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/fleet/fleetd"
-	"github.com/edgefleet/edgefleet/fleet/fleettest"
 	"github.com/edgefleet/edgefleet/proto"
 )
 
@@ -50,8 +50,31 @@ func TestSecuritySettings(t *testing.T) {
 // (slowloris) is cut at the header timeout; oversized headers and
 // enrolment bodies are refused.
 func TestHTTPClientsCannotExhaustTheServer(t *testing.T) {
-	f := fleettest.Start(t, fleettest.WithSecurity(func(c *fleetd.SecurityConfig) { c.HTTPMaxConnsPerIP = 2 }))
-	addr := f.Server.HTTPAddr()
+	// A server of its own, waited on without HTTP: a client's idle
+	// keep-alive connection would count towards the cap.
+	srv, err := fleetd.New(context.Background(), fleetd.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
+		BcryptCost: 4, Security: fleetd.SecurityConfig{HTTPMaxConnsPerIP: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(15 * time.Second); srv.Ready() != nil; <-tick.C {
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready: %v", srv.Ready())
+		}
+	}
+	addr := srv.HTTPAddr()
+	base := srv.HTTPURL()
 	var conns []net.Conn
 	for range 3 {
 		c, err := net.Dial("tcp", addr)
@@ -83,7 +106,7 @@ func TestHTTPClientsCannotExhaustTheServer(t *testing.T) {
 	}
 	conns[1].Close()
 
-	req, _ := http.NewRequest(http.MethodGet, f.HTTPURL+"/healthz", nil)
+	req, _ := http.NewRequest(http.MethodGet, base+"/healthz", nil)
 	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -93,7 +116,7 @@ func TestHTTPClientsCannotExhaustTheServer(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("64 KiB header: %s", resp.Status)
 	}
-	resp, err = http.Post(f.HTTPURL+proto.EnrollPath, "application/json", strings.NewReader(`{"device_id":"gw-1","token":"`+strings.Repeat("a", 1<<20)+`"}`))
+	resp, err = http.Post(base+proto.EnrollPath, "application/json", strings.NewReader(`{"device_id":"gw-1","token":"`+strings.Repeat("a", 1<<20)+`"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
