@@ -53,6 +53,9 @@ type fleet struct {
 	cuts   map[string][]int // per sha256: bytes to send before cutting, one entry per request
 	stalls map[string][]int // per sha256: bytes to send before going silent, one entry per request
 	ranges []string         // Range headers received, in order
+	// ignoreRange makes the artifact server answer every request with the
+	// whole body and 200, as servers without Range support do.
+	ignoreRange bool
 	// slow makes artifact downloads take a while (1 KiB per 10 ms), so a
 	// test can interrupt one.
 	slow bool
@@ -140,8 +143,11 @@ func (f *fleet) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	slow := f.slow
+	slow, ignoreRange := f.slow, f.ignoreRange
 	f.mu.Unlock()
+	if ignoreRange {
+		r.Header.Del("Range")
+	}
 	if cut < 0 && !slow {
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 		return

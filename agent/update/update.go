@@ -244,6 +244,11 @@ func (u *Updater) Observe(name, version string, d time.Duration, failed bool) {
 func (u *Updater) Desired(d *proto.DesiredDeployment) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if d.GetGeneration() < u.seen {
+		// Generations only grow; an older one means a server that lost
+		// its counter, which the fleet's operators need to hear about.
+		u.log.Warn("desired generation older than one already received; ignored", "generation", d.GetGeneration(), "received", u.seen)
+	}
 	if d.GetGeneration() <= u.seen {
 		return
 	}

@@ -286,6 +286,29 @@ func TestDownloadResumesAfterCuts(t *testing.T) {
 	}
 }
 
+// TestDownloadRestartsWhenRangeIgnored: a server that answers a Range
+// request with the whole body must not have it appended to the prefix.
+func TestDownloadRestartsWhenRangeIgnored(t *testing.T) {
+	f := startFleet(t)
+	a, _ := runAgent(t, f.agentConfig(t, t.TempDir(), simBackend(t, nil), simSpec("kws", "1.0.0")))
+	dm := f.desiredModel(release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}, "norange")
+	f.mu.Lock()
+	f.cuts[dm.GetSha256()] = []int{20, 30}
+	f.ignoreRange = true
+	f.mu.Unlock()
+	f.publish(a.ID(), 1, dm)
+	wantState(t, f.waitJob("norange", jobTimeout), proto.JobProgress_STATE_SUCCEEDED, "")
+	f.mu.Lock()
+	got := strings.Join(f.ranges, " ")
+	f.mu.Unlock()
+	if got != "bytes=20- bytes=30-" {
+		t.Errorf("Range requests %q, want bytes=20- then bytes=30- (each answered from 0)", got)
+	}
+	if v := servedVersion(t, a, "kws"); v != "2.0.0" {
+		t.Fatalf("serving %s, want 2.0.0", v)
+	}
+}
+
 // TestUpdaterStandalone drives an Updater directly (as a device without
 // MQTT would), against a real agent as its server: the disk-space check
 // and an incompatible variant.
