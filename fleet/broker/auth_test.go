@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -262,5 +263,61 @@ func BenchmarkConnect(b *testing.B) {
 				c.Disconnect(0)
 			}
 		})
+	}
+}
+
+// TestCloseLeavesNoGoroutines: after Close, nothing the broker started
+// for its clients (authenticated, refused, silent) is left running.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	st := storetest.Open(t, store.Options{})
+	inv, err := inventory.New(context.Background(), st, inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := enroll.Open(enroll.Options{DB: st.DB()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.NewEmbedded(broker.EmbeddedOptions{Addr: "127.0.0.1:0", Handler: inv, Auth: en})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := en.Preauthorize(context.Background(), "gw-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tryConnect(b.URL(), "gw-a", creds("gw-a", string(c.Secret))); err != nil {
+		t.Fatal(err)
+	}
+	if err := tryConnect(b.URL(), "gw-a", creds("gw-a", "wrong")); err == nil {
+		t.Fatal("wrong secret accepted")
+	}
+	silent, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	live := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("gw-a").SetUsername("gw-a").SetPassword(string(c.Secret)).SetAutoReconnect(false))
+	if tok := live.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	live.Disconnect(0)
+	silent.Close()
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		<-tick.C
 	}
 }
