@@ -362,7 +362,15 @@ func verifyPinned(raw [][]byte, pin []byte) error {
 	return errors.New("the server did not present the pinned CA certificate")
 }
 
+// requestKey is the device's key while it waits, kept in stateDir so a
+// restart keeps its place; without a state dir it lives only as long as
+// this call.
 func requestKey(stateDir string) (string, error) {
+	if stateDir == "" {
+		b := make([]byte, 32)
+		rand.Read(b)
+		return base64.RawURLEncoding.EncodeToString(b), nil
+	}
 	path := filepath.Join(stateDir, requestKeyFile)
 	if b, err := os.ReadFile(path); err == nil && len(b) >= 16 {
 		return strings.TrimSpace(string(b)), nil
