@@ -172,6 +172,9 @@ type Options struct {
 // Without a token it keeps asking until an operator accepts (or rejects)
 // the device or ctx ends.
 func Enroll(ctx context.Context, opts Options) (*Credentials, error) {
+	if opts.StateDir == "" {
+		return nil, fmt.Errorf("%w: no state directory to keep the credentials in", ErrBadCredentials)
+	}
 	c, err := Obtain(ctx, opts)
 	if err != nil {
 		return nil, err
