@@ -174,7 +174,11 @@ func printStatus(w io.Writer, st *rollout.Status) {
 	if len(st.Decisions) > 0 {
 		fmt.Fprintln(w, "\nDecisions:")
 		for _, d := range st.Decisions {
-			fmt.Fprintf(w, "  %s  phase %d  %s by %s: %s\n", d.Time.UTC().Format(time.RFC3339), d.Phase+1, d.Action, d.Actor, d.Reason)
+			who := d.Actor
+			if d.User != "" {
+				who += " " + d.User
+			}
+			fmt.Fprintf(w, "  %s  phase %d  %s by %s: %s\n", d.Time.UTC().Format(time.RFC3339), d.Phase+1, d.Action, who, d.Reason)
 			if d.Gates != nil {
 				printGates(w, d.Gates)
 			}

@@ -55,7 +55,7 @@ func TestModelPushAndRollout(t *testing.T) {
 		t.Fatalf("pause: %v %s", err, out)
 	}
 	out, _, err = cli(t, f, "rollout", "status", st.ID)
-	if err != nil || !strings.Contains(out, "pause by operator: lunch") || !strings.Contains(out, "error_rate") {
+	if err != nil || !strings.Contains(out, "pause by operator admin: lunch") || !strings.Contains(out, "error_rate") {
 		t.Fatalf("status:\n%s %v", out, err)
 	}
 	if _, _, err := cli(t, f, "rollout", "resume", st.ID); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/edgefleet/edgefleet/fleet/auth"
 	"github.com/edgefleet/edgefleet/fleet/registry"
 	"github.com/edgefleet/edgefleet/fleet/rollout"
 )
@@ -44,6 +45,10 @@ func (s *Server) openRollouts(ctx context.Context, mux *http.ServeMux) error {
 	s.rollouts, err = rollout.Open(ctx, rollout.Options{
 		Path: filepath.Join(s.cfg.DataDir, "rollout.db"), Devices: s.inv, Models: s.reg, Publisher: s.broker,
 		ArtifactBaseURL: base, Tick: s.cfg.RolloutTick, Logger: s.log.With("component", "rollout"),
+		User: func(ctx context.Context) string {
+			id, _ := auth.FromContext(ctx)
+			return id.User
+		},
 	})
 	if err != nil {
 		return err

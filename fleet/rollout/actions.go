@@ -105,7 +105,7 @@ func (e *Engine) Create(ctx context.Context, spec Spec) (*Rollout, error) {
 		if err := putRollout(tx, r); err != nil {
 			return err
 		}
-		return appendAudit(tx, AuditEntry{Time: now, Rollout: r.ID, Event: "create", Actor: "operator",
+		return appendAudit(tx, AuditEntry{Time: now, Rollout: r.ID, Event: "create", Actor: "operator", User: e.user(ctx),
 			Detail: fmt.Sprintf("%s %s to %s: %d compatible, %d incompatible; phases %v (devices %v), bake %v, on breach %s",
 				spec.Model, spec.Version, targetName(spec), len(compatible), len(incompatible), spec.Phases, r.PhaseSizes, time.Duration(spec.Bake), spec.OnBreach)})
 	})
@@ -383,7 +383,7 @@ func (e *Engine) Act(ctx context.Context, id, action, reason string) (*Status, e
 	if reason == "" {
 		reason = "operator " + action
 	}
-	d := Decision{Action: action, Actor: "operator", Reason: reason, Gates: ru.last}
+	d := Decision{Action: action, Actor: "operator", User: e.user(ctx), Reason: reason, Gates: ru.last}
 	var err error
 	switch action {
 	case ActionPause:
@@ -461,7 +461,7 @@ func (e *Engine) PutGroup(ctx context.Context, g Group) error {
 		if g.Selector == "" {
 			detail = fmt.Sprintf("%d devices", len(g.Devices))
 		}
-		return appendAudit(tx, AuditEntry{Time: now, Group: g.Name, Event: "group_put", Actor: "operator", Detail: detail})
+		return appendAudit(tx, AuditEntry{Time: now, Group: g.Name, Event: "group_put", Actor: "operator", User: e.user(ctx), Detail: detail})
 	})
 }
 
@@ -503,7 +503,7 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 		if err := b.Delete([]byte(name)); err != nil {
 			return err
 		}
-		return appendAudit(tx, AuditEntry{Time: now, Group: name, Event: "group_delete", Actor: "operator"})
+		return appendAudit(tx, AuditEntry{Time: now, Group: name, Event: "group_delete", Actor: "operator", User: e.user(ctx)})
 	})
 }
 

@@ -66,7 +66,10 @@ type Options struct {
 	MaxTargets int
 	// Now is the clock; nil means time.Now. Tests inject one to make bake
 	// times and rate limits deterministic.
-	Now    func() time.Time
+	Now func() time.Time
+	// User names who is behind a request's context (the authenticated
+	// user), for decisions and the audit log; nil or "" leaves it out.
+	User   func(ctx context.Context) string
 	Logger *slog.Logger
 }
 
@@ -242,6 +245,7 @@ func (e *Engine) detach(ru *run) {
 		rs := slices.DeleteFunc(e.byDevice[t.Device], func(x *run) bool { return x == ru })
 		if len(rs) == 0 {
 			delete(e.byDevice, t.Device)
+			delete(e.lastSeq, t.Device)
 		} else {
 			e.byDevice[t.Device] = rs
 		}
@@ -258,6 +262,13 @@ func (e *Engine) resend(ctx context.Context, ru *run) error {
 		}
 	}
 	return e.publishTargets(ctx, ru, pending)
+}
+
+func (e *Engine) user(ctx context.Context) string {
+	if e.opts.User == nil {
+		return ""
+	}
+	return truncate(e.opts.User(ctx))
 }
 
 func (e *Engine) kick() {
@@ -603,7 +614,7 @@ func (e *Engine) transition(ru *run, state string, d Decision) error {
 				d.Gates.Phase.Devices, d.Gates.Phase.Reporting, d.Gates.Phase.Requests, d.Gates.Phase.ErrorRate, d.Gates.Phase.P95Ms,
 				d.Gates.ControlSource, d.Gates.Control.Devices, d.Gates.Control.Requests, d.Gates.Control.ErrorRate, d.Gates.Control.P95Ms)
 		}
-		return appendAudit(tx, AuditEntry{Time: now, Rollout: r.ID, Event: d.Action, Actor: d.Actor, Phase: r.Phase, Detail: detail})
+		return appendAudit(tx, AuditEntry{Time: now, Rollout: r.ID, Event: d.Action, Actor: d.Actor, User: d.User, Phase: r.Phase, Detail: detail})
 	})
 	if err != nil {
 		return fmt.Errorf("record %s: %w", d.Action, err)

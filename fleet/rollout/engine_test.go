@@ -96,7 +96,7 @@ func newEnv(t testing.TB, devices int) *env {
 func (en *env) open() {
 	en.t.Helper()
 	e, err := rollout.Open(context.Background(), rollout.Options{Path: filepath.Join(en.dir, "rollout.db"), Devices: en.inv, Models: en.reg,
-		Publisher: en.b, ArtifactBaseURL: "http://fleet.test:8080/", Now: en.clock.Now})
+		Publisher: en.b, ArtifactBaseURL: "http://fleet.test:8080/", Now: en.clock.Now, User: userOf})
 	if err != nil {
 		en.t.Fatal(err)
 	}
@@ -367,4 +367,13 @@ func TestEngineOfflineGate(t *testing.T) {
 	if s.State != rollout.StateRolledBack || !gateBreached(s.Decisions[0].Gates, "offline_after_update") || s.Decisions[0].Gates.Phase.Offline != 1 {
 		t.Fatalf("one of four devices lost after the update: %s %+v", s.State, s.Decisions)
 	}
+}
+
+type userKey struct{}
+
+// userOf stands for the server's authentication: it names the user a
+// request's context carries.
+func userOf(ctx context.Context) string {
+	u, _ := ctx.Value(userKey{}).(string)
+	return u
 }

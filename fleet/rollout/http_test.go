@@ -14,7 +14,10 @@ import (
 
 func TestHTTPAPI(t *testing.T) {
 	en := newEnv(t, 20)
-	srv := httptest.NewServer(en.e.Handler())
+	h := en.e.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, "alice")))
+	}))
 	defer srv.Close()
 	c, err := rollout.NewClient(srv.URL)
 	if err != nil {
@@ -44,7 +47,7 @@ func TestHTTPAPI(t *testing.T) {
 		t.Fatalf("pause: %+v %v", s, err)
 	}
 	as, err := c.Audit(ctx, "r1")
-	if err != nil || len(as) != 3 || as[2].Event != "pause" || !strings.HasPrefix(as[2].Detail, "checking dashboards [phase 9 devices") {
+	if err != nil || len(as) != 3 || as[2].Event != "pause" || as[2].User != "alice" || as[0].User != "alice" || !strings.HasPrefix(as[2].Detail, "checking dashboards [phase 9 devices") {
 		t.Fatalf("audit %+v %v", as, err)
 	}
 	rs, err := c.List(ctx)

@@ -76,8 +76,9 @@ type Rollout struct {
 type Decision struct {
 	Time   time.Time `json:"time"`
 	Phase  int       `json:"phase"`
-	Action string    `json:"action"` // promote, complete, pause, rollback, resume, abort
-	Actor  string    `json:"actor"`  // "engine" or "operator"
+	Action string    `json:"action"`         // promote, complete, pause, rollback, resume, abort
+	Actor  string    `json:"actor"`          // "engine" or "operator"
+	User   string    `json:"user,omitempty"` // the operator's user name, when known
 	Reason string    `json:"reason,omitempty"`
 	Gates  *Report   `json:"gates,omitempty"`
 }
@@ -175,6 +176,7 @@ type AuditEntry struct {
 	Group   string    `json:"group,omitempty"`
 	Event   string    `json:"event"`
 	Actor   string    `json:"actor"`
+	User    string    `json:"user,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
 	Phase   int       `json:"phase"`
 }
