@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/edgefleet/edgefleet/fleet/broker"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/registry"
@@ -37,6 +39,15 @@ type env struct {
 	b     *broker.Embedded
 	clock *clock
 	e     *rollout.Engine
+	// b2 replaces b when set (a broker restarted).
+	b2 *broker.Embedded
+}
+
+func (en *env) pub() rollout.Publisher {
+	if en.b2 != nil {
+		return en.b2
+	}
+	return en.b
 }
 
 func newEnv(t testing.TB, devices int) *env {
@@ -96,7 +107,7 @@ func newEnv(t testing.TB, devices int) *env {
 func (en *env) open() {
 	en.t.Helper()
 	e, err := rollout.Open(context.Background(), rollout.Options{Path: filepath.Join(en.dir, "rollout.db"), Devices: en.inv, Models: en.reg,
-		Publisher: en.b, ArtifactBaseURL: "http://fleet.test:8080/", Now: en.clock.Now, User: userOf})
+		Publisher: en.pub(), ArtifactBaseURL: "http://fleet.test:8080/", Now: en.clock.Now, User: userOf})
 	if err != nil {
 		en.t.Fatal(err)
 	}
@@ -376,4 +387,65 @@ type userKey struct{}
 func userOf(ctx context.Context) string {
 	u, _ := ctx.Value(userKey{}).(string)
 	return u
+}
+
+// TestEngineResendsUnsent: a desired state recorded while the broker is
+// down is published by the next engine that opens the database.
+func TestEngineResendsUnsent(t *testing.T) {
+	en := newEnv(t, 3)
+	ctx := context.Background()
+	en.b.Close()
+	r, err := en.e.Create(ctx, rollout.Spec{Model: model, Version: "2.0.0", Devices: []string{"d000", "d001", "d002"}, Phases: []string{"100%"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := en.e.Step(ctx); err == nil || !errors.Is(err, broker.ErrNotReady) {
+		t.Fatalf("step with the broker down: %v", err)
+	}
+	ts, _ := en.e.Targets(ctx, r.ID)
+	for _, tg := range ts {
+		if tg.Generation != 1 || tg.Sent {
+			t.Fatalf("recorded but unsent expected: %+v", tg)
+		}
+	}
+	en.e.Close()
+	b, err := broker.NewEmbedded(broker.EmbeddedOptions{Addr: "127.0.0.1:0", Handler: en.inv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	en.b2 = b
+	en.open()
+	ts, _ = en.e.Targets(ctx, r.ID)
+	for _, tg := range ts {
+		if !tg.Sent {
+			t.Fatalf("not re-sent at open: %+v", tg)
+		}
+	}
+	// What the broker retained is the recorded desired state.
+	got := make(chan *proto.DesiredDeployment, 1)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("d001"))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	c.Subscribe(proto.Topic("d001", proto.KindDesired), 1, func(_ mqtt.Client, m mqtt.Message) {
+		if d, err := proto.DecodeDesired("d001", m.Payload()); err == nil {
+			select {
+			case got <- d:
+			default:
+			}
+		}
+	})
+	select {
+	case d := <-got:
+		if d.GetGeneration() != 1 || d.GetModels()[0].GetVersion() != "2.0.0" || d.GetRolloutId() != r.ID {
+			t.Fatalf("retained desired %v", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retained desired state")
+	}
 }
