@@ -23,6 +23,10 @@ type EnrollRequest struct {
 	// while it waits, so that only it collects the credentials once an
 	// operator accepts it.
 	RequestKey string `json:"request_key,omitempty"`
+	// CSR, optional, is a PEM certificate request made with a key the
+	// device keeps; the answer then carries a client certificate for it,
+	// which the broker accepts instead of the secret over TLS.
+	CSR string `json:"csr,omitempty"`
 }
 
 // EnrollResponse carries a device's credentials and what it must pin.
@@ -42,4 +46,6 @@ type EnrollResponse struct {
 	// CACert is the PEM certificate of the CA that signs the server's TLS
 	// certificates; empty when the server does not use TLS.
 	CACert string `json:"ca_cert,omitempty"`
+	// ClientCert is the PEM client certificate for the request's CSR.
+	ClientCert string `json:"client_cert,omitempty"`
 }

@@ -13,11 +13,14 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -53,6 +56,11 @@ type Credentials struct {
 	CACert    string            `json:"ca_cert,omitempty"`
 	// Server is the URL the device enrolled with.
 	Server string `json:"server"`
+	// ClientCert and ClientKey, when the device asked for one, are its
+	// client certificate from the fleet CA and the key it made for it
+	// (PEM); over TLS the broker accepts them instead of the secret.
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
 }
 
 // LogValue leaves the secret out of logs.
@@ -81,7 +89,15 @@ func (c *Credentials) TLSConfig() (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM([]byte(c.CACert)) {
 		return nil, fmt.Errorf("%w: CA certificate is not PEM", ErrBadCredentials)
 	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if c.ClientCert != "" {
+		pair, err := tls.X509KeyPair([]byte(c.ClientCert), []byte(c.ClientKey))
+		if err != nil {
+			return nil, fmt.Errorf("%w: client certificate: %v", ErrBadCredentials, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // Load reads the credentials from stateDir; ErrNotEnrolled when there are
@@ -161,6 +177,9 @@ type Options struct {
 	// https.
 	CACertPEM     []byte
 	CAFingerprint string
+	// ClientCert asks for a client certificate too: the device makes a
+	// key that never leaves it and sends a certificate request.
+	ClientCert bool
 	// PollInterval is the wait between asks while pending; default 10 s.
 	PollInterval time.Duration
 	// Timeout bounds each request; default 30 s.
@@ -218,6 +237,12 @@ func Obtain(ctx context.Context, opts Options) (*Credentials, error) {
 			return nil, err
 		}
 	}
+	var keyPEM []byte
+	if opts.ClientCert {
+		if req.CSR, keyPEM, err = certRequest(opts.DeviceID); err != nil {
+			return nil, err
+		}
+	}
 	endpoint := strings.TrimSuffix(opts.Server, "/") + proto.EnrollPath
 	for {
 		resp, pending, err := post(ctx, client, endpoint, req, opts.Timeout)
@@ -227,6 +252,12 @@ func Obtain(ctx context.Context, opts Options) (*Credentials, error) {
 		if !pending {
 			c := &Credentials{DeviceID: resp.DeviceID, Secret: resp.Secret, Labels: resp.Labels, BrokerURL: resp.BrokerURL,
 				FleetKey: resp.FleetKey, CACert: resp.CACert, Server: opts.Server}
+			if opts.ClientCert {
+				if resp.ClientCert == "" {
+					return nil, fmt.Errorf("%w: asked for a client certificate, got none", ErrBadCredentials)
+				}
+				c.ClientCert, c.ClientKey = resp.ClientCert, string(keyPEM)
+			}
 			if err := check(c, opts.DeviceID, pin); err != nil {
 				return nil, err
 			}
@@ -250,6 +281,9 @@ func check(c *Credentials, id string, pin []byte) error {
 		return fmt.Errorf("%w: the server's answer lacks the device id, secret or broker", ErrBadCredentials)
 	}
 	if _, err := c.PublicKey(); err != nil {
+		return err
+	}
+	if _, err := c.TLSConfig(); err != nil {
 		return err
 	}
 	if c.CACert != "" {
@@ -385,4 +419,23 @@ func requestKey(stateDir string) (string, error) {
 		return "", err
 	}
 	return k, nil
+}
+
+// certRequest makes the device's client key and a certificate request
+// for deviceID.
+func certRequest(deviceID string) (csrPEM string, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: deviceID}}, key)
+	if err != nil {
+		return "", nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", nil, err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
 }

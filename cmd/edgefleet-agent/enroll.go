@@ -29,6 +29,7 @@ func enrollAgent(ctx context.Context, args []string) error {
 		caSHA256 = fs.String("ca-sha256", env("CA_SHA256", ""), "with https: SHA-256 of the server's CA certificate, as the server prints it [EDGEFLEET_CA_SHA256]")
 		wait     = fs.Duration("wait", 0, "without a token: give up after this long (default: wait until accepted or rejected)")
 		poll     = fs.Duration("poll", 10*time.Second, "without a token: how often to ask whether this device was accepted")
+		certFlag = fs.Bool("client-cert", env("CLIENT_CERT", "") == "true", "also get a client certificate from the fleet CA (key made here, never sent); needs a server with --tls=self-signed [EDGEFLEET_CLIENT_CERT=true]")
 		force    = fs.Bool("force", false, "enrol again although credentials exist (the old ones stop working only when the operator revokes them)")
 		logLevel = fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [EDGEFLEET_LOG_LEVEL]")
 	)
@@ -53,7 +54,7 @@ func enrollAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := enroll.Options{Server: *server, Token: *token, DeviceID: id, StateDir: *stateDir, CAFingerprint: *caSHA256, PollInterval: *poll, Logger: log}
+	opts := enroll.Options{Server: *server, Token: *token, DeviceID: id, StateDir: *stateDir, CAFingerprint: *caSHA256, PollInterval: *poll, ClientCert: *certFlag, Logger: log}
 	if *caFile != "" {
 		if opts.CACertPEM, err = os.ReadFile(*caFile); err != nil {
 			return fmt.Errorf("--ca-cert: %w", err)

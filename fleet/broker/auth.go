@@ -2,6 +2,9 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -18,6 +21,14 @@ import (
 // secret matches.
 type Authenticator interface {
 	Authenticate(ctx context.Context, deviceID string, secret []byte) error
+}
+
+// certAuthenticator is the optional ability to admit a device that proved
+// itself with a client certificate (verified by the TLS listener against
+// EmbeddedOptions.TLS.ClientCAs) instead of the secret: it only checks the
+// device is still accepted. enroll.Enroll provides it.
+type certAuthenticator interface {
+	Accepted(ctx context.Context, deviceID string) error
 }
 
 // authHook admits only enrolled devices and confines each to its own
@@ -49,9 +60,7 @@ func (h *authHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
-	defer cancel()
-	if err := h.auth.Authenticate(ctx, cl.ID, pk.Connect.Password); err != nil {
+	if err := h.check(cl, pk); err != nil {
 		h.refused.Add(1)
 		h.log.Warn("disconnected a client revoked while it connected", "client_id", cl.ID, "error", err)
 		cl.Stop(packets.ErrNotAuthorized)
@@ -68,18 +77,13 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.log.Warn("refused connection: "+why, append([]any{"client_id", cl.ID, "remote", cl.Net.Remote}, args...)...)
 		return false
 	}
-	if !pk.Connect.UsernameFlag || len(pk.Connect.Password) == 0 {
-		return refuse("no credentials (anonymous clients are not allowed; enrol the device)")
-	}
-	if user != cl.ID {
-		return refuse("username is not the client id", "username", user)
-	}
 	if err := proto.ValidateDeviceID(cl.ID); err != nil {
 		return refuse("client id is not a device id", "error", err)
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
-	defer cancel()
-	if err := h.auth.Authenticate(ctx, cl.ID, pk.Connect.Password); err != nil {
+	if pk.Connect.UsernameFlag && user != cl.ID {
+		return refuse("username is not the client id", "username", user)
+	}
+	if err := h.check(cl, pk); err != nil {
 		return refuse("credentials not accepted", "error", err)
 	}
 	// mochi publishes a will on disconnect without an ACL check.
@@ -87,6 +91,30 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return refuse("last will on a topic the device may not publish", "will_topic", pk.Connect.WillTopic)
 	}
 	return true
+}
+
+// check admits the client by its secret, or else by a verified client
+// certificate issued for its id; either way the device must be accepted
+// now.
+func (h *authHook) check(cl *mqtt.Client, pk packets.Packet) error {
+	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
+	defer cancel()
+	if len(pk.Connect.Password) > 0 {
+		return h.auth.Authenticate(ctx, cl.ID, pk.Connect.Password)
+	}
+	ca, ok := h.auth.(certAuthenticator)
+	tc, isTLS := cl.Net.Conn.(*tls.Conn)
+	if !ok || !isTLS {
+		return errors.New("no credentials (anonymous clients are not allowed; enrol the device)")
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return errors.New("no password and no verified client certificate (anonymous clients are not allowed; enrol the device)")
+	}
+	if cn := st.PeerCertificates[0].Subject.CommonName; cn != cl.ID {
+		return fmt.Errorf("client certificate is for %q, not %q", cn, cl.ID)
+	}
+	return ca.Accepted(ctx, cl.ID)
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {

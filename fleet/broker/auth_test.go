@@ -2,9 +2,16 @@ package broker_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +22,7 @@ import (
 	"github.com/edgefleet/edgefleet/fleet/inventory"
 	"github.com/edgefleet/edgefleet/fleet/store"
 	"github.com/edgefleet/edgefleet/fleet/store/storetest"
+	"github.com/edgefleet/edgefleet/fleet/tlsca"
 	"github.com/edgefleet/edgefleet/proto"
 )
 
@@ -319,5 +327,99 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		<-tick.C
+	}
+}
+
+// clientCert makes a key and has ca certify it for id.
+func clientCert(t *testing.T, ca *tlsca.CA, id string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.SignClient(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(certPEM)
+	return tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: key}
+}
+
+// TestClientCertificateInsteadOfSecret: over TLS, a device may prove
+// itself with a client certificate from the fleet CA instead of its
+// secret; the certificate must name the client id, come from that CA, and
+// the device must still be accepted.
+func TestClientCertificateInsteadOfSecret(t *testing.T) {
+	ctx := context.Background()
+	ca, _, err := tlsca.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.Open(t, store.Options{})
+	inv, err := inventory.New(ctx, st, inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := enroll.Open(enroll.Options{DB: st.DB()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.NewEmbedded(broker.EmbeddedOptions{Addr: "127.0.0.1:0", Handler: inv, Auth: en,
+		TLS: &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.OnCutOff(func(id string) { b.Disconnect(id) })
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if !strings.HasPrefix(b.URL(), "tls://") {
+		t.Fatalf("URL %s", b.URL())
+	}
+	for _, id := range []string{"gw-a", "gw-b"} {
+		if _, err := en.Preauthorize(ctx, id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certA := clientCert(t, ca, "gw-a")
+	other, _, err := tlsca.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTLS := func(certs ...tls.Certificate) func(*paho.ClientOptions) {
+		return func(o *paho.ClientOptions) { o.SetTLSConfig(&tls.Config{RootCAs: ca.Pool(), Certificates: certs}) }
+	}
+	if err := tryConnect(b.URL(), "gw-a", withTLS()); err == nil {
+		t.Fatal("no certificate and no secret: connected")
+	}
+	if err := tryConnect(b.URL(), "gw-b", withTLS(certA)); err == nil {
+		t.Fatal("gw-a's certificate connected as gw-b")
+	}
+	if err := tryConnect(b.URL(), "gw-a", withTLS(clientCert(t, other, "gw-a"))); err == nil {
+		t.Fatal("a certificate from another CA connected")
+	}
+	lost := make(chan struct{})
+	connect(t, b.URL(), "gw-a", withTLS(certA), func(o *paho.ClientOptions) {
+		o.SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
+	})
+	if err := en.Revoke(ctx, "gw-a"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(time.Second):
+		t.Fatal("revoked device with a certificate still connected after 1 s")
+	}
+	if err := tryConnect(b.URL(), "gw-a", withTLS(certA)); err == nil {
+		t.Fatal("revoked device connected with its certificate")
 	}
 }

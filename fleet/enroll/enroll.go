@@ -738,6 +738,28 @@ func (e *Enroll) eachDevice(ctx context.Context, fn func(d *deviceRecord)) error
 	})
 }
 
+// Accepted returns nil when deviceID is enrolled and accepted, and an
+// error wrapping ErrRefused otherwise. The broker calls it for devices
+// that prove themselves with a client certificate instead of the secret.
+func (e *Enroll) Accepted(ctx context.Context, deviceID string) error {
+	var d deviceRecord
+	err := e.view(ctx, func(tx *bolt.Tx) error {
+		_, db := buckets(tx)
+		ok, err := getJSON(db, deviceID, &d)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %q is not enrolled", ErrRefused, deviceID)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if d.State != StateAccepted {
+		return fmt.Errorf("%w: %s is %s", ErrRefused, deviceID, d.State)
+	}
+	return nil
+}
+
 // Authenticate returns nil when deviceID is accepted and secret is its
 // secret, and an error wrapping ErrRefused otherwise. The broker calls it
 // at every connect.

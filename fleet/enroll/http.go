@@ -30,7 +30,10 @@ type HTTPOptions struct {
 	// on every device topic. Empty ServerUser disables that.
 	ServerUser   string
 	ServerSecret Secret
-	Logger       *slog.Logger
+	// SignClient, when set, issues client certificates for devices that
+	// send a certificate request (tlsca.CA.SignClient).
+	SignClient func(csrPEM []byte, deviceID string) ([]byte, error)
+	Logger     *slog.Logger
 }
 
 // Handler serves the enrolment API.
@@ -132,9 +135,25 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		c   Credentials
-		err error
+		c          Credentials
+		err        error
+		clientCert []byte
 	)
+	// Sign first: a bad request must not use up the token.
+	if req.CSR != "" {
+		if h.opts.SignClient == nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{"this server issues no client certificates (it runs without --tls=self-signed); enrol without one"})
+			return
+		}
+		if err := proto.ValidateDeviceID(req.DeviceID); err != nil {
+			h.writeError(w, fmt.Errorf("%w: %w", ErrInvalid, err))
+			return
+		}
+		if clientCert, err = h.opts.SignClient([]byte(req.CSR), req.DeviceID); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("certificate request: %v", err)})
+			return
+		}
+	}
 	switch {
 	case req.Token != "":
 		c, err = h.e.Enrol(r.Context(), req.Token, req.DeviceID)
@@ -152,7 +171,9 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, h.response(c))
+	resp := h.response(c)
+	resp.ClientCert = string(clientCert)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // TokenRequest is the body of POST /api/v1/enroll-tokens; TTL is a Go

@@ -68,6 +68,7 @@ func TestHTTPEnrol(t *testing.T) {
 		{map[string]string{"device_id": "gw-2", "extra": "x"}, proto.EnrollPath, 400, "unknown field"},
 		{proto.EnrollRequest{DeviceID: "gw-2", Token: strings.Repeat("a", 20<<10)}, proto.EnrollPath, 400, "too large"},
 		{enroll.TokenRequest{TTL: "soon"}, "/api/v1/enroll-tokens", 400, "not a duration"},
+		{proto.EnrollRequest{DeviceID: "gw-2", Token: tc.Secret, CSR: "x"}, proto.EnrollPath, 400, "issues no client certificates"},
 	} {
 		code, body := post(t, srv.URL+tt.path, tt.req)
 		if code != tt.code || !strings.Contains(body, tt.msg) {

@@ -72,6 +72,7 @@ type SecurityConfig struct {
 type security struct {
 	mosqMu sync.Mutex // one writer of the Mosquitto files at a time
 	enr    *enroll.Enroll
+	ca     *tlsca.CA // the self-signed CA; nil otherwise
 	tls    *tls.Config
 	caPEM  []byte
 	caHash string
@@ -137,8 +138,12 @@ func (s *Server) openSecurity() error {
 		if err != nil {
 			return fmt.Errorf("tls: server certificate: %w", err)
 		}
-		s.sec.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		s.sec.caPEM, s.sec.caHash = ca.CertPEM(), ca.Fingerprint()
+		// Devices may also prove themselves with a client certificate
+		// from this CA (enrolment signs their requests); optional, so
+		// browsers and secret-holding devices are unaffected.
+		s.sec.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()}
+		s.sec.caPEM, s.sec.caHash, s.sec.ca = ca.CertPEM(), ca.Fingerprint(), ca
 	case TLSFiles:
 		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
 		if err != nil {
@@ -224,6 +229,9 @@ func (s *Server) wireEnrollment(mux *http.ServeMux) {
 	}
 	if s.reg != nil {
 		opts.FleetKey = s.reg.PublicKey()
+	}
+	if s.sec.ca != nil {
+		opts.SignClient = s.sec.ca.SignClient
 	}
 	enroll.NewHandler(s.sec.enr, opts).Register(mux)
 }

@@ -181,3 +181,32 @@ func TestSimulatorWithDeviceAuth(t *testing.T) {
 		<-tick.C
 	}
 }
+
+// TestEnrolWithClientCertificate: a gateway asks for a client certificate
+// at enrolment and then connects with it alone, no secret.
+func TestEnrolWithClientCertificate(t *testing.T) {
+	ctx := context.Background()
+	f := fleettest.Start(t, fleettest.WithDeviceAuth(), fleettest.WithTLS())
+	_, tok, err := f.Server.Enrollment().CreateToken(ctx, enroll.TokenSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := agentenroll.Enroll(ctx, agentenroll.Options{Server: f.HTTPURL, Token: string(tok), DeviceID: "gw-cert",
+		StateDir: t.TempDir(), CAFingerprint: f.Server.CAFingerprint(), ClientCert: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClientCert == "" || c.ClientKey == "" {
+		t.Fatal("no client certificate in the credentials")
+	}
+	tlsCfg, err := c.TLSConfig()
+	if err != nil || len(tlsCfg.Certificates) != 1 {
+		t.Fatalf("TLS config %v %v", tlsCfg, err)
+	}
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(f.MQTTURL).SetClientID("gw-cert").SetTLSConfig(tlsCfg).
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("certificate-only connect: %v", tok.Error())
+	}
+	cl.Disconnect(0)
+}

@@ -8,8 +8,10 @@ package tlsca
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,9 +39,6 @@ const (
 	CALifetime     = 20 * 365 * 24 * time.Hour
 	ServerLifetime = 397 * 24 * time.Hour
 )
-
-// ErrBadCA is returned when the stored CA cannot be used.
-var ErrBadCA = errors.New("unusable TLS CA")
 
 // CA is a loaded certificate authority.
 type CA struct {
@@ -171,4 +170,58 @@ func (ca *CA) ServerCertificate(hosts []string) (tls.Certificate, error) {
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
+}
+
+// ClientLifetime is how long a device's client certificate is valid. The
+// broker checks the device's enrolment at every connect, so revoking a
+// device does not wait for its certificate to expire.
+const ClientLifetime = 5 * 365 * 24 * time.Hour
+
+// SignClient issues a client certificate for deviceID from a PEM
+// certificate request made by the device with its own key (which never
+// leaves it). The request's signature must verify; its subject is
+// replaced by the device id.
+func (ca *CA) SignClient(csrPEM []byte, deviceID string) ([]byte, error) {
+	blk, _ := pem.Decode(csrPEM)
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("%w: not a PEM CERTIFICATE REQUEST", ErrBadCSR)
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
+	}
+	switch k := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey, ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("%w: RSA key of %d bits; want at least 2048", ErrBadCSR, k.N.BitLen())
+		}
+	default:
+		return nil, fmt.Errorf("%w: unsupported key type %T", ErrBadCSR, k)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: deviceID, Organization: []string{"edgefleet device"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(ClientLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// Pool is a certificate pool holding only the CA, for verifying client
+// certificates.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
 }

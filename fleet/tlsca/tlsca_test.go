@@ -1,8 +1,13 @@
 package tlsca_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"os"
@@ -77,5 +82,48 @@ func TestHalfACAIsReported(t *testing.T) {
 	os.Remove(filepath.Join(dir, tlsca.CertFile))
 	if _, _, err := tlsca.LoadOrCreate(dir); !errors.Is(err, tlsca.ErrBadCA) {
 		t.Fatalf("got %v, want ErrBadCA", err)
+	}
+}
+
+func TestSignClient(t *testing.T) {
+	ca, _, err := tlsca.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "someone-else"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	certPEM, err := ca.SignClient(csr, "gw-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != "gw-1" {
+		t.Fatalf("CN %q: the device id must replace the request's subject", cert.Subject.CommonName)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("client certificate does not verify against the CA: %v", err)
+	}
+	tampered := append([]byte{}, der...)
+	tampered[len(tampered)-5] ^= 0xff
+	for name, bad := range map[string][]byte{
+		"not PEM":       []byte("hello"),
+		"a certificate": certPEM,
+		"bad signature": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered}),
+		"truncated":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der[:20]}),
+	} {
+		if _, err := ca.SignClient(bad, "gw-1"); !errors.Is(err, tlsca.ErrBadCSR) {
+			t.Errorf("%s: got %v, want ErrBadCSR", name, err)
+		}
 	}
 }
