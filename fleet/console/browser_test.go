@@ -108,9 +108,15 @@ func newBrowser(t *testing.T, parent context.Context, base, dir string, shots *[
 	return &browser{t: t, ctx: ctx, base: base, dir: dir, shots: shots}
 }
 
+// stepTimeout bounds one step, so a stuck step fails with time left in
+// the budget for the diagnostics.
+const stepTimeout = 25 * time.Second
+
 func (b *browser) run(what string, actions ...chromedp.Action) {
 	b.t.Helper()
-	if err := chromedp.Run(b.ctx, actions...); err != nil {
+	sctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Run(sctx, actions...); err != nil {
 		var loc, text string
 		_ = chromedp.Run(b.ctx, chromedp.Location(&loc), chromedp.Text("main", &text, chromedp.ByQuery, chromedp.AtLeast(0)))
 		b.shot("failed-" + strings.ReplaceAll(what, " ", "-"))
@@ -227,6 +233,9 @@ func TestBrowser(t *testing.T) {
 			chromedp.SetValue(`#phases`, phases, chromedp.ByQuery),
 			chromedp.SetValue(`#bake`, "1s", chromedp.ByQuery),
 			chromedp.SetValue(`#min_requests`, "100", chromedp.ByQuery),
+			// Latency on two shared cores is noisy; the bad version is
+			// caught by its error rate, not by latency.
+			chromedp.SetValue(`#max_p95_ratio`, "4", chromedp.ByQuery),
 			chromedp.Click(`#preview-button`, chromedp.ByQuery),
 			chromedp.WaitVisible(`#preview-summary`, chromedp.ByQuery),
 			chromedp.Text(`#preview-summary`, &text, chromedp.ByQuery))
@@ -244,7 +253,13 @@ func TestBrowser(t *testing.T) {
 		return id
 	}
 	good := create("1.1.0", "50%, 100%")
-	op.run("watch "+good+" complete", chromedp.WaitVisible(`#state.completed`, chromedp.ByQuery))
+	var state, reason string
+	op.run("watch "+good+" finish", chromedp.WaitVisible(`#state.completed, #state.rolled_back, #state.rolling_back, #state.paused`, chromedp.ByQuery),
+		chromedp.Text(`#state`, &state, chromedp.ByQuery), chromedp.Text(`p.big`, &reason, chromedp.ByQuery))
+	if state != rollout.StateCompleted {
+		op.shot("good-rollout-not-completed")
+		t.Fatalf("rollout of the good version ended %s: %s", state, reason)
+	}
 	op.shot("rollout-completed")
 
 	bad := create("1.2.0", "25%, 100%")
