@@ -74,8 +74,8 @@ type Config struct {
 	// UpdateRoot holds each device's model slots, one directory per
 	// device; default a temporary directory removed when Run returns. The
 	// update engine syncs every artifact to disk as a real device must;
-	// on a tmpfs (/dev/shm) that costs nothing, which halves the time a
-	// 1,000-device update takes here (BenchmarkFleetUpdate).
+	// a tmpfs (/dev/shm) makes that free. BenchmarkFleetUpdate compares
+	// both side by side.
 	UpdateRoot string
 	// Health is every device's update health window policy; zero values
 	// take update.HealthPolicy's defaults.
