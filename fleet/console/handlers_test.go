@@ -3,12 +3,14 @@ package console_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/fleet/auth"
@@ -417,4 +419,59 @@ func TestSecureCookiesUnderTLS(t *testing.T) {
 		t.Fatalf("login over TLS: %d", resp.StatusCode)
 	}
 	checkCookie(resp, auth.SessionCookie)
+}
+
+// TestFirstStartOneTimePassword: a server started without users logs a
+// one-time admin password once; logging in with it leads to the account
+// page to choose a new one, and the new one replaces it.
+func TestFirstStartOneTimePassword(t *testing.T) {
+	var logs syncBuffer
+	f := fleettest.Start(t, fleettest.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	m := regexp.MustCompile(`no users yet.* user=(\S+) password=(\S+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no one-time password in the log:\n%s", logs.String())
+	}
+	name, pw := m[1], m[2]
+	u := &user{t: t, base: f.HTTPURL, c: newClient()}
+	_, body, _ := u.do("GET", "/login", nil)
+	tok := csrfRE.FindStringSubmatch(body)[1]
+	code, _, loc := u.do("POST", "/login", url.Values{"csrf": {tok}, "name": {name}, "password": {pw}})
+	if code != http.StatusSeeOther || !strings.HasPrefix(loc, "/account?notice=") {
+		t.Fatalf("login with the one-time password: %d %q", code, loc)
+	}
+	code, body, _ = u.do("GET", loc, nil)
+	if code != 200 || !strings.Contains(body, "one-time password") {
+		t.Fatalf("account page after the one-time login: %d %s", code, problem(body))
+	}
+	u.csrf = csrfRE.FindStringSubmatch(body)[1]
+	if code, body, loc := u.post("/account/password", url.Values{"current": {pw}, "password": {"my-own-password"}, "again": {"my-own-password"}}); code != http.StatusSeeOther || loc != "/login" {
+		t.Fatalf("change the password: %d %q %s", code, loc, problem(body))
+	}
+	ctx := context.Background()
+	if _, _, err := f.Server.Auth().Login(ctx, name, pw, "10.9.9.9"); err == nil {
+		t.Fatal("the one-time password still works")
+	}
+	if _, id, err := f.Server.Auth().Login(ctx, name, "my-own-password", "10.9.9.9"); err != nil || id.OneTime {
+		t.Fatalf("login with the new password: %v %+v", err, id)
+	}
+	if strings.Count(logs.String(), "no users yet") != 1 {
+		t.Fatalf("the one-time password was logged %d times", strings.Count(logs.String(), "no users yet"))
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
