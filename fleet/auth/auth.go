@@ -394,12 +394,18 @@ var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("edgefleet-no-such-user"),
 // for the rate limit and the audit log.
 func (a *Auth) Login(ctx context.Context, name, password, ip string) (token Secret, id Identity, err error) {
 	now := a.now()
-	if wait := a.ipLimit.take("ip:"+ip, now); wait > 0 {
-		a.Record(ctx, Entry{Actor: name, IP: ip, Action: "login", Detail: "refused: rate limit for the address", Status: 429})
+	// A refused attempt is recorded once per run of refusals, so a flood
+	// cannot turn every request into an audit write.
+	if wait, first := a.ipLimit.take("ip:"+ip, now); wait > 0 {
+		if first {
+			a.Record(ctx, Entry{Actor: clip(name), IP: ip, Action: "login", Detail: "refused: rate limit for the address (further refusals not recorded)", Status: 429})
+		}
 		return "", id, &RateLimitError{RetryAfter: wait}
 	}
-	if wait := a.usLimit.take("user:"+name, now); wait > 0 {
-		a.Record(ctx, Entry{Actor: name, IP: ip, Action: "login", Detail: "refused: rate limit for the user", Status: 429})
+	if wait, first := a.usLimit.take("user:"+name, now); wait > 0 {
+		if first {
+			a.Record(ctx, Entry{Actor: clip(name), IP: ip, Action: "login", Detail: "refused: rate limit for the user (further refusals not recorded)", Status: 429})
+		}
 		return "", id, &RateLimitError{RetryAfter: wait}
 	}
 	var rec userRecord
@@ -837,16 +843,18 @@ type limiter struct {
 }
 
 type bucket struct {
-	tokens float64
-	last   time.Time
+	tokens  float64
+	last    time.Time
+	refused bool // the last attempt was refused
 }
 
 func newLimiter(burst int, refill time.Duration, max int) *limiter {
 	return &limiter{burst: float64(burst), refill: refill, max: max, keys: map[string]*bucket{}}
 }
 
-// take spends one attempt for key and returns 0, or how long to wait.
-func (l *limiter) take(key string, now time.Time) time.Duration {
+// take spends one attempt for key and returns 0, or how long to wait and
+// whether this is the first refusal since the last allowed attempt.
+func (l *limiter) take(key string, now time.Time) (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.keys[key]
@@ -858,7 +866,7 @@ func (l *limiter) take(key string, now time.Time) time.Duration {
 				}
 			}
 			if len(l.keys) >= l.max {
-				return l.refill
+				return l.refill, false
 			}
 		}
 		b = &bucket{tokens: l.burst, last: now}
@@ -866,10 +874,13 @@ func (l *limiter) take(key string, now time.Time) time.Duration {
 	}
 	b.tokens, b.last = l.level(b, now), now
 	if b.tokens < 1 {
-		return time.Duration((1 - b.tokens) * float64(l.refill))
+		first := !b.refused
+		b.refused = true
+		return time.Duration((1 - b.tokens) * float64(l.refill)), first
 	}
 	b.tokens--
-	return 0
+	b.refused = false
+	return 0, false
 }
 
 func (l *limiter) level(b *bucket, now time.Time) float64 {

@@ -124,6 +124,12 @@ func TestLoginRateLimit(t *testing.T) {
 	if _, _, err := a.Login(ctx, "bob", "whatever1", "10.0.0.3"); !errors.Is(err, auth.ErrBadCredentials) {
 		t.Fatalf("other user: %v", err)
 	}
+	// More refusals in the same run are not recorded again.
+	for range 5 {
+		if _, _, err := a.Login(ctx, "ana", "correct horse", "10.0.0.1"); !errors.Is(err, auth.ErrRateLimited) {
+			t.Fatalf("still limited: %v", err)
+		}
+	}
 	clk.add(time.Minute)
 	if _, _, err := a.Login(ctx, "ana", "correct horse", "10.0.0.1"); err != nil {
 		t.Fatalf("after the refill: %v", err)
