@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -93,6 +94,17 @@ func (u *Updater) activeSHA(dep state.Deployment) string {
 // job superseded by a newer generation also switches back, since the
 // previous version is still loaded and is what a fleet rollback names.
 func (u *Updater) abandon(dep *state.Deployment, cause error) {
+	if errors.Is(cause, ErrSuperseded) && dep.Active == dep.Job.Target && u.nextKeeps(dep.Name, dep.Job.Version, dep.Job.SHA256) {
+		// The newer generation names the version just switched to: going
+		// back and forth would only cost two switches. The previous
+		// version is no longer needed loaded.
+		if m := u.held[dep.Name]; m != nil {
+			m.Close()
+			delete(u.held, dep.Name)
+		}
+		u.finish(dep, proto.JobProgress_STATE_FAILED, fmt.Sprintf("%v; it keeps %s", cause, dep.Job.Version))
+		return
+	}
 	if dep.Job.Step >= int32(proto.JobProgress_STEP_SWITCHING) && dep.Active == dep.Job.Target {
 		prev := u.versionOf(*dep, dep.Job.Previous)
 		if err := u.rollback(dep); err != nil {
@@ -105,6 +117,19 @@ func (u *Updater) abandon(dep *state.Deployment, cause error) {
 		}
 	}
 	u.finish(dep, failState(cause), cause.Error())
+}
+
+// nextKeeps reports whether the desired deployment waiting to be applied
+// names this version of the model.
+func (u *Updater) nextKeeps(name, version, sha string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, m := range u.latest.GetModels() {
+		if m.GetName() == name {
+			return m.GetVersion() == version && m.GetSha256() == sha
+		}
+	}
+	return false
 }
 
 // settleInterrupted records the end of a job that an older generation

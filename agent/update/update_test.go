@@ -309,6 +309,28 @@ func TestDownloadRestartsWhenRangeIgnored(t *testing.T) {
 	}
 }
 
+// TestNewerGenerationKeepingTheVersion: a newer generation that names the
+// version being watched does not make the device switch back and forth.
+func TestNewerGenerationKeepingTheVersion(t *testing.T) {
+	f := startFleet(t)
+	cfg := f.agentConfig(t, t.TempDir(), simBackend(t, nil), simSpec("kws", "1.0.0"))
+	cfg.Health = update.HealthPolicy{Window: time.Hour}
+	a, _ := runAgent(t, cfg)
+	rel := release{name: "kws", version: "2.0.0", data: simModelFile("kws", "2.0.0")}
+	f.publish(a.ID(), 1, f.desiredModel(rel, "first"))
+	f.waitStep("first", proto.JobProgress_STEP_HEALTH_WINDOW, jobTimeout)
+	f.publish(a.ID(), 2, f.desiredModel(rel, "again"))
+	wantState(t, f.waitJob("first", jobTimeout), proto.JobProgress_STATE_FAILED, "superseded by a newer desired generation; it keeps 2.0.0")
+	again := f.waitJob("again", jobTimeout)
+	wantState(t, again, proto.JobProgress_STATE_SUCCEEDED, "already running")
+	if s := steps(again); s != "QUEUED DONE/SUCCEEDED" {
+		t.Errorf("steps %q", s)
+	}
+	if v := servedVersion(t, a, "kws"); v != "2.0.0" {
+		t.Fatalf("serving %s, want 2.0.0", v)
+	}
+}
+
 // TestUpdaterStandalone drives an Updater directly (as a device without
 // MQTT would), against a real agent as its server: the disk-space check
 // and an incompatible variant.
