@@ -33,6 +33,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/hw"
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/serve"
 	"github.com/edgefleet/edgefleet/agent/state"
 	"github.com/edgefleet/edgefleet/agent/telemetry"
 	"github.com/edgefleet/edgefleet/agent/update"
@@ -124,6 +125,10 @@ type Config struct {
 	// UpdateHTTPClient downloads artifacts; nil means one with connect and
 	// header timeouts.
 	UpdateHTTPClient *http.Client
+	// API, when set, makes Run serve the local inference API (agent/serve)
+	// with these options, over the same models as Infer. Its Observer is
+	// the agent's own.
+	API *serve.Options
 
 	// Username and Password are the MQTT credentials from enrolment
 	// (agent/enroll: the device id and its secret); empty connects
@@ -183,6 +188,7 @@ type Agent struct {
 	updClient *http.Client // the artifact client the agent made, if any
 	jobs      chan *proto.JobProgress
 	helloDue  atomic.Bool // a job finished: say hello again with the models
+	api       *serve.Server
 
 	running   atomic.Bool
 	connected atomic.Bool
@@ -246,6 +252,9 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	if err := a.setupUpdater(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.setupAPI(); err != nil {
 		return nil, err
 	}
 	a.log.Debug("agent ready", "profile", a.profile.Name, "models", len(a.models))
@@ -552,6 +561,9 @@ func (a *Agent) Close() error {
 	a.mu.Unlock()
 	a.running.Store(true) // a closed agent never runs
 	var errs []error
+	if a.api != nil {
+		errs = append(errs, a.api.Close())
+	}
 	if a.upd != nil {
 		errs = append(errs, a.upd.Close())
 	}

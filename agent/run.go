@@ -42,6 +42,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.runUpdater(ctx)
 		}()
 	}
+	if a.api != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runAPI(ctx)
+		}()
+	}
 	err := a.connectLoop(ctx)
 	cancel()
 	wg.Wait()

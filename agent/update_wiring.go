@@ -104,6 +104,7 @@ func (a *Agent) ServeModel(name, version, backend string, m runtime.Model) (runt
 	old := a.models[name]
 	a.models[name] = lm
 	a.mu.Unlock()
+	a.apiSwap(name, version, m)
 	if old == nil {
 		return nil, nil
 	}
@@ -120,6 +121,9 @@ func (a *Agent) RemoveModel(name string) (runtime.Model, error) {
 	old := a.models[name]
 	delete(a.models, name)
 	a.mu.Unlock()
+	if old != nil {
+		a.apiRemove(name)
+	}
 	if old == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownModel, name)
 	}

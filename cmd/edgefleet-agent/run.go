@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/hw"
+	"github.com/edgefleet/edgefleet/agent/serve"
 	"github.com/edgefleet/edgefleet/agent/telemetry"
 )
 
@@ -41,6 +42,15 @@ func envDuration(name string, def time.Duration) time.Duration {
 		}
 	}
 	return def
+}
+
+// envBool is true when $EDGEFLEET_<name> is 1, true, yes or on.
+func envBool(name string) bool {
+	switch strings.ToLower(env(name, "")) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
 }
 
 // envListFlag collects a repeated flag; its initial values come from a
@@ -126,6 +136,9 @@ func runAgent(ctx context.Context, args []string) error {
 		qBytes   = fs.Int64("queue-bytes", telemetry.DefaultLimits.MaxBytes, "bytes of telemetry kept while offline")
 		fleetKey = fs.String("fleet-key", env("FLEET_KEY", ""), "the fleet server's ed25519 public key, base64 (GET /api/v1/signing-key); when set, the agent applies model updates signed with it [EDGEFLEET_FLEET_KEY]")
 		window   = fs.Duration("health-window", envDuration("HEALTH_WINDOW", 0), "how long a new model version is watched before it is kept (default 1m) [EDGEFLEET_HEALTH_WINDOW]")
+		apiAddr  = fs.String("api-addr", env("API_ADDR", "127.0.0.1:8470"), "local inference API address, loopback only; \"-\" turns TCP off [EDGEFLEET_API_ADDR]")
+		apiSock  = fs.String("api-socket", env("API_SOCKET", ""), "also serve the local inference API on this unix socket (mode 0660), e.g. /run/edgefleet-agent/infer.sock [EDGEFLEET_API_SOCKET]")
+		apiOff   = fs.Bool("no-api", envBool("NO_API"), "do not serve the local inference API [EDGEFLEET_NO_API]")
 		labels   = envList("LABELS")
 		models   = envList("MODELS")
 	)
@@ -164,6 +177,9 @@ func runAgent(ctx context.Context, args []string) error {
 			return fmt.Errorf("--fleet-key: want the %d-byte ed25519 public key in base64, as GET /api/v1/signing-key gives it", ed25519.PublicKeySize)
 		}
 		cfg.FleetKey = k
+	}
+	if !*apiOff {
+		cfg.API = &serve.Options{Addr: *apiAddr, Socket: *apiSock}
 	}
 	// Also for a key that comes from enrolment below.
 	cfg.Health.Window = *window
