@@ -220,6 +220,15 @@ func TestBrowser(t *testing.T) {
 	op.run("open a device", chromedp.Click(`a[href="/devices/`+first+`"]`, chromedp.ByQuery), chromedp.WaitVisible(`#profile`, chromedp.ByQuery),
 		chromedp.WaitVisible(`figure.chart svg`, chromedp.ByQuery))
 	op.shot("device")
+	op.run("models", chromedp.Click(`a[href="/models"]`, chromedp.ByQuery), chromedp.WaitVisible(`#model-list`, chromedp.ByQuery))
+	op.shot("models")
+	op.run("model "+demoModel, chromedp.Click(`a[href="/models/`+demoModel+`"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`section.version`, chromedp.ByQuery),
+		chromedp.Text(`section[aria-labelledby="v-1.0.0"] .devices-count`, &text, chromedp.ByQuery))
+	if text != fmt.Sprint(n) {
+		t.Errorf("model page: %s devices run 1.0.0, want %d", text, n)
+	}
+	op.shot("model")
 
 	// A good version, to the group, in two phases.
 	create := func(ver, phases string) string {

@@ -36,7 +36,7 @@ type modelData struct {
 }
 
 type versionRow struct {
-	registry.Version
+	V       registry.Version
 	Devices int // devices whose active model is this version
 }
 
@@ -83,7 +83,7 @@ func (c *Console) modelPage(w http.ResponseWriter, r *http.Request) {
 	}
 	data := modelData{Name: name}
 	for i := len(vs) - 1; i >= 0; i-- { // newest first
-		row := versionRow{Version: vs[i], Devices: counts[vs[i].Version]}
+		row := versionRow{V: vs[i], Devices: counts[vs[i].Version]}
 		data.Versions = append(data.Versions, row)
 	}
 	c.render(w, r, http.StatusOK, "model", view{Title: "Model " + name, Nav: "models", Data: data})
