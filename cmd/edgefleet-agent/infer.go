@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/serve/client"
+	"github.com/edgefleet/edgefleet/agent/serve/wire"
 	// The built-in engine is in every agent; other backends add their own
 	// imports (backend_*.go).
 	_ "github.com/edgefleet/edgefleet/agent/runtime/tflite"
@@ -151,11 +153,17 @@ func runInfer(ctx context.Context, args []string) error {
 	var inputs listFlag
 	fs.Var(&inputs, "input", "raw little-endian input tensor `file`, one per model input in graph order")
 	outDir := fs.String("output-dir", "", "`directory` for output_<i>.bin, one raw tensor per model output")
+	url := fs.String("url", "", "run on a serving agent's local inference API at this `URL` (e.g. http://127.0.0.1:8470) instead of loading --model here")
+	socket := fs.String("socket", "", "run on a serving agent's local inference API at this unix socket `path`")
+	name := fs.String("name", "", "with --url or --socket: the served model's `name`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *outDir == "" {
 		return errors.New("--output-dir is required")
+	}
+	if *url != "" || *socket != "" {
+		return inferRemote(ctx, *url, *socket, *name, inputs, *outDir)
 	}
 	m, be, err := bf.open(ctx)
 	if err != nil {
@@ -185,15 +193,71 @@ func runInfer(ctx context.Context, args []string) error {
 	if err := s.Run(ctx, ins, outs); err != nil {
 		return fmt.Errorf("run with %s: %w", be.Name(), err)
 	}
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+	return writeOutputs(*outDir, outs)
+}
+
+// writeOutputs writes DIR/output_<i>.bin, the ../shared/models layout.
+func writeOutputs(dir string, outs []runtime.Tensor) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	for i, o := range outs {
-		name := filepath.Join(*outDir, fmt.Sprintf("output_%d.bin", i))
+		name := filepath.Join(dir, fmt.Sprintf("output_%d.bin", i))
 		if err := os.WriteFile(name, o.Data, 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(benchOut, "%s: %s %v (%d bytes)\n", name, o.DType, o.Shape, len(o.Data))
 	}
 	return nil
+}
+
+// inferRemote runs one inference on a serving agent through its local API,
+// with the same input files and output layout as a local run.
+func inferRemote(ctx context.Context, url, socket, name string, inputs []string, outDir string) error {
+	if name == "" {
+		return errors.New("--name is required with --url or --socket: the served model to run")
+	}
+	var c *client.Client
+	if socket != "" {
+		c = client.NewUnix(socket)
+	} else {
+		var err error
+		if c, err = client.New(url, nil); err != nil {
+			return err
+		}
+	}
+	defer c.Close()
+	spec, err := c.Model(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(inputs) != len(spec.Inputs) {
+		return fmt.Errorf("model %s %s has %d inputs, got %d --input files", name, spec.Version, len(spec.Inputs), len(inputs))
+	}
+	ins := make([]wire.Tensor, len(spec.Inputs))
+	for i, file := range inputs {
+		data, err := readLimited(file, maxModelBytes)
+		if err != nil {
+			return err
+		}
+		dt, err := runtime.ParseDType(spec.Inputs[i].DType)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", spec.Inputs[i].Name, err)
+		}
+		t, err := tensorFor(runtime.TensorInfo{Name: spec.Inputs[i].Name, DType: dt, Shape: spec.Inputs[i].Shape}, data, file)
+		if err != nil {
+			return err
+		}
+		ins[i] = wire.Tensor{Name: spec.Inputs[i].Name, DType: t.DType, Shape: t.Shape, Data: t.Data}
+	}
+	resp, err := c.InferBinary(ctx, name, ins, client.Options{})
+	if err != nil {
+		return err
+	}
+	outs := make([]runtime.Tensor, len(resp.Outputs))
+	for i, o := range resp.Outputs {
+		outs[i] = runtime.Tensor{DType: o.DType, Shape: o.Shape, Data: o.Data}
+	}
+	fmt.Fprintf(benchOut, "served by %s %s (queue %v, compute %v)\n", resp.Model, resp.Version, resp.Queue, resp.Compute)
+	return writeOutputs(outDir, outs)
 }
