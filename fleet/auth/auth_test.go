@@ -208,9 +208,10 @@ func TestEnsureAdmin(t *testing.T) {
 	}
 }
 
-// handler echoes the identity it got.
+// handler echoes the identity it got, and notes what it did.
 var handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	id, _ := auth.FromContext(r.Context())
+	auth.Note(r.Context(), "did "+r.URL.Path)
 	w.Write([]byte("ok " + id.User + " " + id.Role.String()))
 })
 
@@ -314,7 +315,7 @@ func TestWrap(t *testing.T) {
 	}
 	var sawAdmin, sawRefusal bool
 	for _, e := range es {
-		if e.Actor == "admin" && e.Action == "POST /api/v1/users" && e.IP == "127.0.0.1" && e.Status == 200 {
+		if e.Actor == "admin" && e.Action == "POST /api/v1/users" && e.IP == "127.0.0.1" && e.Status == 200 && e.Detail == "did /api/v1/users; token t" {
 			sawAdmin = true
 		}
 		if e.Actor == "viewer" && e.Action == "POST /rollouts" && e.Status == 403 {

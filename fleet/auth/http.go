@@ -54,6 +54,23 @@ func DefaultPolicy(r *http.Request) Rule {
 
 type ctxKey struct{}
 
+type noteKey struct{}
+
+// auditNote carries what a handler says about a write, for the audit
+// entry Wrap records after it.
+type auditNote struct{ text string }
+
+// Note adds a detail to the audit entry of the current request (what was
+// asked for, in words: "rollback r1: bad latency"); a no-op outside Wrap.
+func Note(ctx context.Context, detail string) {
+	if n, ok := ctx.Value(noteKey{}).(*auditNote); ok {
+		if n.text != "" {
+			n.text += "; "
+		}
+		n.text += detail
+	}
+}
+
 // FromContext returns the identity Wrap attached to a request's context.
 func FromContext(ctx context.Context) (Identity, bool) {
 	id, ok := ctx.Value(ctxKey{}).(Identity)
@@ -134,10 +151,11 @@ func (a *Auth) Wrap(next http.Handler, policy Policy) http.Handler {
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		detail := ""
+		note := &auditNote{}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, note)))
+		detail := note.text
 		if id.Via == ViaToken {
-			detail = "token " + id.Token
+			detail = strings.TrimPrefix(detail+"; token "+id.Token, "; ")
 		}
 		a.Record(r.Context(), Entry{Actor: id.User, Role: id.Role.String(), IP: ClientIP(r), Action: r.Method + " " + r.URL.Path, Detail: detail, Status: rec.status})
 	})

@@ -109,6 +109,7 @@ func (c *Console) passwordPost(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	auth.Note(r.Context(), "change own password")
 	if err := c.auth.SetPassword(r.Context(), id.User, pw); err != nil {
 		if errors.Is(err, auth.ErrInvalid) {
 			c.showAccount(w, r, http.StatusBadRequest, "", "New password: "+trimSentinel(err, auth.ErrInvalid)+".", "")
@@ -137,6 +138,7 @@ func (c *Console) tokenCreate(w http.ResponseWriter, r *http.Request) {
 		c.showAccount(w, r, http.StatusBadRequest, "", "Token role: "+trimSentinel(err, auth.ErrInvalid)+".", "")
 		return
 	}
+	auth.Note(r.Context(), "create token "+clipText(strings.TrimSpace(r.PostForm.Get("name")))+" ("+role.String()+")")
 	secret, _, err := c.auth.CreateToken(r.Context(), id.User, strings.TrimSpace(r.PostForm.Get("name")), role)
 	if err != nil {
 		if errors.Is(err, auth.ErrInvalid) || errors.Is(err, auth.ErrForbidden) || errors.Is(err, auth.ErrLimit) {
@@ -152,6 +154,7 @@ func (c *Console) tokenCreate(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) tokenRevoke(w http.ResponseWriter, r *http.Request) {
 	id, _ := auth.FromContext(r.Context())
+	auth.Note(r.Context(), "revoke token "+clipText(r.PathValue("id")))
 	if err := c.auth.RevokeToken(r.Context(), id.User, r.PathValue("id")); err != nil {
 		if errors.Is(err, auth.ErrNotFound) {
 			c.showAccount(w, r, http.StatusNotFound, "", "No such token of yours.", "")
@@ -186,6 +189,7 @@ func (c *Console) userCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	role, err := auth.ParseRole(r.PostForm.Get("role"))
+	auth.Note(r.Context(), "create user "+clipText(strings.TrimSpace(r.PostForm.Get("name")))+" ("+role.String()+")")
 	if err == nil {
 		err = c.auth.CreateUser(r.Context(), strings.TrimSpace(r.PostForm.Get("name")), r.PostForm.Get("password"), role)
 	}
@@ -213,6 +217,7 @@ func (c *Console) userRole(w http.ResponseWriter, r *http.Request) {
 			c.showUsers(w, r, http.StatusBadRequest, "", "You cannot lower your own role; ask another admin.")
 			return
 		}
+		auth.Note(r.Context(), "role of "+name+" to "+role.String())
 		err = c.auth.SetRole(r.Context(), name, role)
 	}
 	if err != nil {
@@ -234,6 +239,7 @@ func (c *Console) userPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	auth.Note(r.Context(), "reset the password of "+name)
 	if err := c.auth.SetPassword(r.Context(), name, r.PostForm.Get("password")); err != nil {
 		if errors.Is(err, auth.ErrInvalid) || errors.Is(err, auth.ErrNotFound) {
 			c.showUsers(w, r, http.StatusBadRequest, "", "Password of "+name+": "+trimSentinel(err, auth.ErrInvalid)+".")
@@ -255,6 +261,7 @@ func (c *Console) userDelete(w http.ResponseWriter, r *http.Request) {
 		c.showUsers(w, r, http.StatusBadRequest, "", "To delete "+name+", type the user name in the confirmation field.")
 		return
 	}
+	auth.Note(r.Context(), "delete user "+name)
 	if err := c.auth.DeleteUser(r.Context(), name); err != nil {
 		if errors.Is(err, auth.ErrNotFound) {
 			c.showUsers(w, r, http.StatusBadRequest, "", "Delete: "+err.Error()+".")

@@ -290,7 +290,7 @@ func TestBrowser(t *testing.T) {
 	}
 	op.shot("rollout-manual-rollback")
 	op.run("audit", chromedp.Navigate(f.HTTPURL+"/audit"), chromedp.WaitVisible(`#audit`, chromedp.ByQuery), chromedp.Text(`#audit`, &text, chromedp.ByQuery))
-	if !strings.Contains(text, "POST /rollouts/"+good+"/actions") || !strings.Contains(text, "ada") {
+	if !strings.Contains(text, "POST /rollouts/"+good+"/actions") || !strings.Contains(text, "rollback "+good+": ada: browser test") {
 		t.Errorf("audit log lacks ada's rollback: %.500s", text)
 	}
 	op.shot("audit")

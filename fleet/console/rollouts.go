@@ -296,6 +296,7 @@ func (c *Console) rolloutCreate(w http.ResponseWriter, r *http.Request) {
 		c.showRolloutNew(w, r, http.StatusBadRequest, f, false, err.Error())
 		return
 	}
+	auth.Note(r.Context(), fmt.Sprintf("create rollout of %s@%s to group %s", spec.Model, spec.Version, spec.Group))
 	ro, err := c.rollouts.Create(r.Context(), spec)
 	if err != nil {
 		if msg, code, ok := userError(err); ok {
@@ -340,6 +341,7 @@ func (c *Console) groupCreate(w http.ResponseWriter, r *http.Request) {
 		c.showRolloutNew(w, r, http.StatusBadRequest, formOf(nil), false, "Group selector: "+err.Error())
 		return
 	}
+	auth.Note(r.Context(), "group "+g.Name+": "+g.Selector)
 	if err := c.rollouts.PutGroup(r.Context(), g); err != nil {
 		if msg, code, ok := userError(err); ok {
 			c.showRolloutNew(w, r, code, formOf(nil), false, "Group: "+msg)
@@ -531,6 +533,7 @@ func (c *Console) rolloutAct(w http.ResponseWriter, r *http.Request) {
 	if len(reason) > rollout.MaxReasonLen {
 		reason = reason[:rollout.MaxReasonLen]
 	}
+	auth.Note(r.Context(), action+" "+id+": "+reason)
 	if _, err := c.rollouts.Act(r.Context(), id, action, reason); err != nil {
 		if msg, code, ok := userError(err); ok {
 			c.message(w, r, code, "Action refused", msg)
