@@ -42,7 +42,10 @@ FUZZ_TARGETS := ./proto:FuzzDecode ./proto:FuzzDecodeManifest ./agent/runtime/tf
 	./agent/runtime/onnxrt:FuzzOpen ./agent/runtime/onnxrt:FuzzGraphIO ./agent/serve:FuzzRequestJSON \
 	./agent/serve/wire:FuzzDecodeFrame ./agent/serve/wire:FuzzDecodeData ./agent/hw:FuzzProbeFS \
 	./firmware-profiles:FuzzParse ./fleet/api:FuzzParseQuery ./fleet/inventory:FuzzHandle \
-	./fleet/registry:FuzzPublishMetadata ./simulators:FuzzOpen
+	./fleet/registry:FuzzPublishMetadata ./simulators:FuzzOpen ./fleet/enroll:FuzzEnrollBody \
+	./fleet/enroll:FuzzTopicAllowed ./fleet/auth:FuzzAuthenticate ./fleet/console:FuzzRolloutForm \
+	./fleet/console:FuzzSafeNext ./agent/update:FuzzRangeStart ./agent/update:FuzzCompare \
+	./fleet/rollout:FuzzParsePhase ./fleet/rollout:FuzzParseSelector ./fleet/rollout:FuzzSpecBody
 fuzz: test-deps ## fuzz every parser of untrusted bytes for FUZZTIME each (default 1m)
 	@source deploy/dev/test-env.sh && for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} $${t##*:}"; \

@@ -16,6 +16,11 @@ stop() {
 trap stop INT TERM EXIT
 
 mkdir -p "$data"
+# A demo operator with a known password and an API token for the CLI; a
+# real server gets its first admin from `edgefleet-server init` (or a
+# one-time password in its log).
+"$bin/edgefleet-server" init --data-dir "$data" --admin demo --password-file <(printf 'edgefleet-demo\n') \
+	--exists-ok --token-file "$data/demo.token" >/dev/null
 # The server runs in its own session so that Ctrl-C in the terminal reaches
 # only the simulator and this script: the devices say goodbye (OFFLINE) to a
 # server that is still there, then the trap stops the server.
@@ -37,9 +42,10 @@ sim_pid=$!
 cat <<MSG
 
   edgefleet is running.
-    console:  http://$http/
-    devices:  curl -s http://$http/api/v1/devices
-    CLI:      $bin/edgefleet devices --server http://$http
+    console:  http://$http/   (log in as demo / edgefleet-demo)
+    devices:  curl -s -H "Authorization: Bearer \$(cat $data/demo.token)" http://$http/api/v1/devices
+    CLI:      export EDGEFLEET_TOKEN=\$(cat $data/demo.token) EDGEFLEET_SERVER=http://$http
+              $bin/edgefleet devices
   Ctrl-C stops everything.
 
 MSG
