@@ -11,6 +11,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/fleet/broker"
 	"github.com/edgefleet/edgefleet/fleet/inventory"
@@ -112,7 +113,29 @@ func (en *env) open() {
 		en.t.Fatal(err)
 	}
 	en.e = e
-	en.t.Cleanup(func() { e.Close() })
+	en.t.Cleanup(func() {
+		e.Close()
+		checkDB(en.t, filepath.Join(en.dir, "rollout.db"))
+	})
+}
+
+// checkDB runs bbolt's consistency check over a closed database file.
+func checkDB(t testing.TB, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Errorf("reopen %s for its check: %v", path, err)
+		return
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%s is inconsistent: %v", path, err)
+	}
 }
 
 func (en *env) step() {
