@@ -17,11 +17,11 @@ import (
 // progress after the inventory accepted them). The broker is built before
 // the engine, which publishes through it.
 type ingest struct {
-	h atomic.Value // rollout.Handler
+	h atomic.Value // rollout.MessageHandler
 }
 
 func (in *ingest) Handle(ctx context.Context, clientID, topic string, payload []byte) error {
-	h, _ := in.h.Load().(rollout.Handler)
+	h, _ := in.h.Load().(rollout.MessageHandler)
 	if h == nil {
 		// The broker starts in Run, after New stored the handler; a message
 		// before that is refused unacknowledged, and the device resends it.
@@ -53,7 +53,7 @@ func (s *Server) openRollouts(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	s.ingest.h.Store(rollout.Handler(s.rollouts.Ingest(s.inv)))
+	s.ingest.h.Store(rollout.MessageHandler(s.rollouts.Ingest(s.inv)))
 	s.reg.Register(mux)
 	s.rollouts.Register(mux)
 	return nil

@@ -11,19 +11,19 @@ import (
 	"github.com/edgefleet/edgefleet/proto"
 )
 
-// Handler is the shape of a broker ingest handler (broker.Handler).
-type Handler interface {
+// MessageHandler is the shape of a broker ingest handler (broker.Handler).
+type MessageHandler interface {
 	Handle(ctx context.Context, clientID, topic string, payload []byte) error
 }
 
 // Ingest returns a handler that passes every device message to next (the
 // inventory) and, once next accepted it, hands telemetry and job progress
 // to the engine. Wire it as the broker's handler.
-func (e *Engine) Ingest(next Handler) Handler { return ingest{e: e, next: next} }
+func (e *Engine) Ingest(next MessageHandler) MessageHandler { return ingest{e: e, next: next} }
 
 type ingest struct {
 	e    *Engine
-	next Handler
+	next MessageHandler
 }
 
 func (in ingest) Handle(ctx context.Context, clientID, topic string, payload []byte) error {
