@@ -74,7 +74,19 @@ func (e *Engine) HandleTelemetry(w *proto.TelemetryWindow) {
 		if r.State != StateRunning && r.State != StatePaused {
 			continue
 		}
-		if r.BakeStarted.IsZero() || now.Before(r.BakeStarted.Add(time.Duration(r.Spec.Gates.Settle))) {
+		if r.BakeStarted.IsZero() {
+			continue
+		}
+		// Evidence is measured from the epoch on: settle after the phase
+		// was dispatched, or after this engine started (a restarted server
+		// sees devices reconnect and flush what they queued meanwhile).
+		// Windows are placed by their own start time when they carry one.
+		epoch := r.BakeStarted
+		if e.started.After(epoch) {
+			epoch = e.started
+		}
+		epoch = epoch.Add(time.Duration(r.Spec.Gates.Settle))
+		if now.Before(epoch) || w.GetStartUnixMs() != 0 && w.GetStartUnixMs() < epoch.UnixMilli() {
 			continue
 		}
 		t := ru.byDevice[id]

@@ -2,6 +2,10 @@ package rollout_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -79,7 +83,10 @@ func TestScenario(t *testing.T) {
 			for _, id := range devices {
 				if serving(id) != ver || byID[id].JobState != "succeeded" {
 					bad++
-					example = id + " serves " + serving(id) + ", job " + byID[id].JobState + " " + byID[id].JobReason
+					tg := byID[id]
+					g, v := obs.last(id)
+					example = fmt.Sprintf("%s serves %s; target phase %d generation %d sent %v job %q %q %q; last on the wire generation %d %s",
+						id, serving(id), tg.Phase, tg.Generation, tg.Sent, tg.JobStep, tg.JobState, tg.JobReason, g, v)
 				}
 			}
 			if bad == 0 {
@@ -92,9 +99,13 @@ func TestScenario(t *testing.T) {
 		}
 	}
 
+	// Gates as the issue sets them, with a p95 ceiling of 2x: all 1,000
+	// agents share this machine's two cores with other work, so latencies
+	// of cohorts measured side by side still differ by up to ~1.5x when a
+	// few hundred devices have just switched; v4 at 3x stays far above.
 	spec := func(ver, onBreach string) rollout.Spec {
 		return rollout.Spec{Model: model, Version: ver, Selector: "simulated=true", Phases: []string{"1%", "10%", "100%"},
-			Bake: rollout.Duration(3 * time.Second), OnBreach: onBreach, Gates: rollout.Gates{MinRequests: 100, Settle: rollout.Duration(2 * time.Second)}}
+			Bake: rollout.Duration(3 * time.Second), OnBreach: onBreach, Gates: rollout.Gates{MinRequests: 150, MaxP95Ratio: 2, Settle: rollout.Duration(3 * time.Second)}}
 	}
 
 	// Good v2: 1% → 10% → 100% and converges.
@@ -132,7 +143,7 @@ func TestScenario(t *testing.T) {
 		t.Errorf("v2 audit %v, want %v", got, want)
 	}
 	for _, d := range st.Decisions {
-		if d.Gates == nil || d.Gates.Verdict != rollout.VerdictPass || d.Gates.Phase.Requests < 100 || d.Gates.Control.Requests < 100 {
+		if d.Gates == nil || d.Gates.Verdict != rollout.VerdictPass || d.Gates.Phase.Requests < 150 || d.Gates.Control.Requests < 150 {
 			t.Errorf("v2 decision %s without passing evidence: %+v", d.Action, d.Gates)
 		}
 	}
@@ -206,14 +217,31 @@ func TestScenario(t *testing.T) {
 	// Server restart during a rollout: v5 (good) is stopped in its second
 	// phase — store, broker and engine closed, devices disconnected — and
 	// resumed from the files.
-	r5, err := s.Engine().Create(ctx, spec("5.0.0", ""))
+	// The restart comes while phase 1 bakes, once its devices finished
+	// their jobs: a device killed in the middle of its own update is
+	// agent/update's crash test, not this one. A longer bake leaves room.
+	spec5 := spec("5.0.0", "")
+	spec5.Bake = rollout.Duration(8 * time.Second)
+	r5, err := s.Engine().Create(ctx, spec5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
 		st := waitState(t, s, r5.ID, rollout.StateRunning, 30*time.Second)
 		if st.Phase == 1 && !st.BakeStarted.IsZero() {
-			break
+			ts, err := s.Engine().Targets(ctx, r5.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := true
+			for _, tg := range ts {
+				if tg.Phase == 1 && tg.JobState != "succeeded" {
+					done = false
+				}
+			}
+			if done {
+				break
+			}
 		}
 		if st.Phase > 1 {
 			t.Fatal("v5 passed phase 1 before the restart")
@@ -242,6 +270,19 @@ func TestScenario(t *testing.T) {
 	for _, id := range incompatible {
 		if d, _ := s.Engine().Desired(ctx, id); d.Generation != 0 || serving(id) != "1.0.0" {
 			t.Errorf("incompatible device %s has desired generation %d, serves %s", id, d.Generation, serving(id))
+		}
+	}
+	// Memory stays bounded: server and 1,000 agents in one process.
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("heap in use at the end: %d MiB (peak system %d MiB)", ms.HeapInuse>>20, ms.Sys>>20)
+	if ms.HeapInuse > 1<<30 {
+		t.Errorf("heap in use %d MiB, over 1 GiB", ms.HeapInuse>>20)
+		if f, err := os.CreateTemp("", "scenario-heap-*.pprof"); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
+			t.Logf("heap profile: %s", f.Name())
 		}
 	}
 }

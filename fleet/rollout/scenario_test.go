@@ -118,9 +118,11 @@ func (s *server) start() {
 	b, err := broker.NewEmbedded(broker.EmbeddedOptions{Addr: s.addr, Handler: s,
 		// The scenario's observer subscribes to every device's desired
 		// topic; a device gets one message per rollout, the observer gets
-		// them all at once, so it needs a deeper queue than the per-client
-		// default or the broker drops to it.
-		Limits: broker.Limits{MaxWritesPending: 1 << 20, MaxInflight: 65535}})
+		// up to a thousand at once, so it needs a deeper queue than the
+		// per-client default or the broker drops to it. The queue is
+		// allocated for every client (8 bytes a slot): 8,192 slots cost
+		// 64 KiB per device.
+		Limits: broker.Limits{MaxWritesPending: 8192, MaxInflight: 8192}})
 	if err != nil {
 		t.Fatal(err)
 	}
