@@ -26,8 +26,11 @@ run: build ## start the server (embedded broker, bbolt, console) and 20 simulate
 test-deps: ## install what the tests need (apt packages when root; pinned downloads into .cache/)
 	@deploy/dev/install-test-deps.sh
 
-test: test-deps ## run every test with -race (installs what it needs first)
+test: test-deps ## run every test with -race (installs what it needs first), then the 1,000-device rollout scenario
 	@source deploy/dev/test-env.sh && $(GO) test -race -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+	@# The scenario skips itself under -race: mochi v2.7.9 has a known data race between a
+	@# retained publish and a subscribe (mochi-mqtt/server#200) that 1,000 devices hit.
+	@source deploy/dev/test-env.sh && $(GO) test -count=1 -timeout 5m -run 'TestScenario$$' $(TESTFLAGS) ./fleet/rollout/
 
 check: ## gofmt, go vet, then the tests
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -9,6 +9,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string) error {
 	ramp := fs.Duration("ramp", 2*time.Second, "spread the device starts over this long, jittered")
 	rate := fs.Float64("rate", 2, "inferences per second per device")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [EDGEFLEET_LOG_LEVEL]")
+	fleetKey := fs.String("fleet-key", env("FLEET_KEY", ""), "the fleet server's ed25519 public key, base64 (GET /api/v1/signing-key); when set, devices apply the model updates the fleet rolls out [EDGEFLEET_FLEET_KEY]")
+	window := fs.Duration("health-window", 0, "how long a device watches a new model version before keeping it (default: the agent's)")
 	var models, behaviors repeated
 	var enr enrollFlags
 	enr.register(fs)
@@ -79,6 +83,14 @@ func run(ctx context.Context, args []string) error {
 		Behaviors: map[string]simulators.Behavior{},
 	}
 	enr.apply(&cfg)
+	if *fleetKey != "" {
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*fleetKey))
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("--fleet-key: want the %d-byte ed25519 public key in base64, as GET /api/v1/signing-key gives it", ed25519.PublicKeySize)
+		}
+		cfg.FleetKey = k
+	}
+	cfg.Health.Window = *window
 	for _, m := range models {
 		name, version, ok := strings.Cut(m, "=")
 		if !ok || name == "" || version == "" {

@@ -36,7 +36,16 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-"$bin/edgefleet-sim" --devices "$devices" --server "tcp://$mqtt" &
+# The simulated gateways serve the demo model and apply the updates the fleet
+# signs with its registry key. Version 3.0.0 misbehaves on them (30 % errors)
+# and 4.0.0 is three times slower, so a rollout of either is caught by the
+# gates and rolled back (README, "Roll out a model").
+key=$(curl -fsS -H "Authorization: Bearer $(cat "$data/demo.token")" "http://$http/api/v1/signing-key" |
+	sed -n 's/.*"public_key":"\([^"]*\)".*/\1/p')
+"$bin/edgefleet-sim" --devices "$devices" --server "tcp://$mqtt" --fleet-key "$key" --health-window 20s \
+	--telemetry-interval 2s --model vibration-anomaly=1.0.0 \
+	--behavior vibration-anomaly@1.0.0=2ms,4ms,0 --behavior vibration-anomaly@2.0.0=2ms,4ms,0 \
+	--behavior vibration-anomaly@3.0.0=2ms,4ms,0.3 --behavior vibration-anomaly@4.0.0=6ms,12ms,0 &
 sim_pid=$!
 
 cat <<MSG
