@@ -96,7 +96,9 @@ func decodeInto(m Message, payload []byte) error {
 }
 
 // DecodeHello decodes and validates a Hello from deviceID.
-func DecodeHello(deviceID string, b []byte) (*Hello, error) { return decodeAs[*Hello](KindHello, deviceID, b) }
+func DecodeHello(deviceID string, b []byte) (*Hello, error) {
+	return decodeAs[*Hello](KindHello, deviceID, b)
+}
 
 // DecodeStatus decodes and validates a Status from deviceID.
 func DecodeStatus(deviceID string, b []byte) (*Status, error) {
