@@ -1,39 +1,11 @@
 package onnxrt
 
 import (
-	"fmt"
-	"os"
-	goruntime "runtime"
 	"testing"
-	"time"
+
+	"github.com/edgefleet/edgefleet/internal/leakcheck"
 )
 
-// TestMain fails the package when tests leave goroutines behind: the
-// backend starts none of its own, and a cancellation watch must not outlive
-// its run.
-func TestMain(m *testing.M) {
-	base := goruntime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		if n := settle(base); n > base {
-			buf := make([]byte, 1<<20)
-			buf = buf[:goruntime.Stack(buf, true)]
-			fmt.Fprintf(os.Stderr, "goroutines leaked: %d before the tests, %d after\n%s", base, n, buf)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// settle gives exiting goroutines a bounded chance to finish and returns
-// how many are left.
-func settle(want int) int {
-	deadline := time.Now().Add(5 * time.Second)
-	n := goruntime.NumGoroutine()
-	for n > want && time.Now().Before(deadline) {
-		goruntime.Gosched()
-		time.Sleep(10 * time.Millisecond)
-		n = goruntime.NumGoroutine()
-	}
-	return n
-}
+// TestMain fails the package when its tests leave goroutines of its own
+// running: every goroutine must have an owner that stops it.
+func TestMain(m *testing.M) { leakcheck.Main(m, "github.com/edgefleet/edgefleet/agent/runtime/onnxrt") }
