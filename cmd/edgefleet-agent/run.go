@@ -213,5 +213,20 @@ func runAgent(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	log.Info("edgefleet-agent starting", "device", a.ID(), "profile", a.Profile().Name, "server", *server, "version", version)
-	return a.Run(ctx)
+	sd := newNotifier(log)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		sd.watch(wctx, watchdogInterval(), func(ctx context.Context) error {
+			_, err := a.Stats(ctx) // the state store and the agent answer
+			return err
+		})
+	}()
+	sd.send("READY=1")
+	err = a.Run(ctx)
+	sd.send("STOPPING=1")
+	stopWatch()
+	<-watched
+	return err
 }
