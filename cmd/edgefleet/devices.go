@@ -100,18 +100,9 @@ func deviceShowCmd(ctx context.Context, args []string, getenv func(string) strin
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	server := serverFlag(fs, getenv)
-	// Accept the id before or after the flags.
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	id, err := parseOperand(fs, args, "devices show")
+	if err != nil {
 		return err
-	}
-	if id == "" && fs.NArg() > 0 {
-		id = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("devices show: unexpected argument %q", fs.Arg(0))}
 	}
 	if id == "" {
 		return usageError{"devices show: which device? give its ID"}

@@ -157,17 +157,9 @@ func deviceEnrollCmd(ctx context.Context, args []string, getenv func(string) str
 		fs.Var(labels, "label", "label `k=v` of the device (repeatable)")
 	}
 	// The ID may come before the flags: devices preauthorize gw-1 --label k=v.
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	id, err := parseOperand(fs, args, "devices "+verb)
+	if err != nil {
 		return err
-	}
-	if id == "" && fs.NArg() > 0 {
-		id = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("devices %s: unexpected argument %q", verb, fs.Arg(0))}
 	}
 	c, err := enrollClient(*server, *caFile, getenv)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -66,4 +67,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return enrollTokenCmd(ctx, args[1:], getenv, stdout, stderr)
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
+
+// parseOperand parses fs from args and returns the one operand (an ID or a
+// file) that the command takes, given before or after the flags: "rollout
+// pause r3 --reason x" and "rollout pause --reason x r3" both work. It is ""
+// when none is given; a second operand is a usage error naming cmd.
+func parseOperand(fs *flag.FlagSet, args []string, cmd string) (string, error) {
+	var operand string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		operand, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	rest := fs.Args()
+	if operand == "" && len(rest) > 0 {
+		operand, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usageError{fmt.Sprintf("%s: unexpected argument %q", cmd, rest[0])}
+	}
+	return operand, nil
 }

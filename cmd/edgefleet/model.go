@@ -50,15 +50,9 @@ func modelPush(ctx context.Context, args []string, getenv func(string) string, s
 	notes := fs.String("notes", "", "lineage: notes")
 	asJSON := fs.Bool("json", false, "print the published version as JSON")
 	server := serverFlag(fs, getenv)
-	var file string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		file, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	file, err := parseOperand(fs, args, "model push")
+	if err != nil {
 		return err
-	}
-	if file == "" && fs.NArg() > 0 {
-		file = fs.Arg(0)
 	}
 	switch {
 	case file == "":

@@ -109,15 +109,9 @@ func rolloutStatus(ctx context.Context, args []string, getenv func(string) strin
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	server := serverFlag(fs, getenv)
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	id, err := parseOperand(fs, args, fs.Name())
+	if err != nil {
 		return err
-	}
-	if id == "" && fs.NArg() > 0 {
-		id = fs.Arg(0)
 	}
 	c, err := rollout.NewClient(*server)
 	if err != nil {
@@ -204,15 +198,9 @@ func rolloutAct(ctx context.Context, action string, args []string, getenv func(s
 	reason := fs.String("reason", "", "why, for the audit log")
 	asJSON := fs.Bool("json", false, "print JSON")
 	server := serverFlag(fs, getenv)
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	id, err := parseOperand(fs, args, fs.Name())
+	if err != nil {
 		return err
-	}
-	if id == "" && fs.NArg() > 0 {
-		id = fs.Arg(0)
 	}
 	if id == "" {
 		return usageError{fmt.Sprintf("rollout %s: which rollout? give its ID", action)}
