@@ -33,10 +33,14 @@ func (u *Updater) applyModel(runCtx, ctx context.Context, d *proto.DesiredDeploy
 		return
 	}
 	same := dep.Job.ID == dm.GetJobId() && dep.Job.Generation == d.GetGeneration()
-	if same && terminal(dep.Job.State) {
+	retry := same && retryable(dep.Job)
+	if same && terminal(dep.Job.State) && !retry {
 		return // done before a restart or a reconnect; Resend reports it
 	}
-	if !same {
+	if retry && !u.retryWait(ctx, dep.Job) {
+		return
+	}
+	if !same || retry {
 		if dep.Job.ID != "" && !terminal(dep.Job.State) {
 			// A job of an older generation that a crash interrupted:
 			// settle it before starting the new one.
@@ -73,6 +77,35 @@ func (u *Updater) applyModel(runCtx, ctx context.Context, d *proto.DesiredDeploy
 		u.abandon(&dep, ErrSuperseded)
 	default:
 		u.abandon(&dep, err)
+	}
+}
+
+// retryable reports whether a finished job failed only for want of its
+// bytes (the artifact server was unreachable or cut every connection), so
+// the same generation delivered again deserves another attempt. Verdicts
+// (a manifest or artifact that does not verify, an incompatible variant,
+// a failed self-test or health window) are final for their generation.
+func retryable(j state.Job) bool {
+	return j.State == int32(proto.JobProgress_STATE_FAILED) && strings.HasPrefix(j.Reason, ErrDownload.Error())
+}
+
+// retryWait waits before retrying a job that failed its download, longer
+// the more often it was retried, so a fleet server that keeps failing is
+// not hammered on every reconnect. It reports false when ctx ended.
+func (u *Updater) retryWait(ctx context.Context, j state.Job) bool {
+	if u.retryJob != j.ID || u.retryGen != j.Generation {
+		u.retryJob, u.retryGen, u.retryCount = j.ID, j.Generation, 0
+	}
+	u.retryCount++
+	d := u.backoff(u.retryCount)
+	u.log.Info("retrying an update whose download failed", "job", j.ID, "generation", j.Generation, "retry", u.retryCount, "in", d.Round(time.Millisecond))
+	c, stop := u.cfg.After(d)
+	select {
+	case <-ctx.Done():
+		stop()
+		return false
+	case <-c:
+		return true
 	}
 }
 

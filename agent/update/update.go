@@ -155,6 +155,12 @@ type Updater struct {
 	cancelJob context.CancelFunc
 	wake      chan struct{}
 
+	// Owned by the Run goroutine: how often the job named last was
+	// retried after a failed download, for the backoff between retries.
+	retryJob   string
+	retryGen   uint64
+	retryCount int
+
 	// Owned by the Run goroutine (and Restore before it): held previous
 	// versions, kept loaded through a health window.
 	held map[string]runtime.Model
@@ -240,7 +246,11 @@ func (u *Updater) Observe(name, version string, d time.Duration, failed bool) {
 // Desired hands over a desired deployment received from the fleet. It
 // never blocks: the newest one wins, and one newer than the deployment
 // being applied interrupts it (a rollback must not wait for a health
-// window). Generations not newer than one already received are ignored.
+// window). Generations older than one already received are ignored. The
+// newest generation delivered again (the broker does on every reconnect)
+// is taken again once the job in progress ends: a job of it that failed
+// for want of its bytes (the fleet server was away) is retried then, after
+// a backoff; one that ended with a verdict or succeeded is left as it is.
 func (u *Updater) Desired(d *proto.DesiredDeployment) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -248,8 +258,9 @@ func (u *Updater) Desired(d *proto.DesiredDeployment) {
 		// Generations only grow; an older one means a server that lost
 		// its counter, which the fleet's operators need to hear about.
 		u.log.Warn("desired generation older than one already received; ignored", "generation", d.GetGeneration(), "received", u.seen)
+		return
 	}
-	if d.GetGeneration() <= u.seen {
+	if d.GetGeneration() == 0 {
 		return
 	}
 	u.seen = d.GetGeneration()
