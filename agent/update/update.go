@@ -352,6 +352,10 @@ func (u *Updater) apply(runCtx, ctx context.Context, d *proto.DesiredDeployment)
 			u.log.Error("record desired deployment", "err", err)
 			return
 		}
+	} else {
+		// A generation delivered again is the one recorded: a repeated
+		// generation number never starts other jobs.
+		d = cur
 	}
 	u.log.Info("applying desired deployment", "generation", d.GetGeneration(), "rollout", d.GetRolloutId(), "models", len(d.GetModels()))
 	for _, dm := range d.GetModels() {
