@@ -228,7 +228,26 @@ func (a *Agent) connection(ctx context.Context) (bool, error) {
 		return true, nil
 	}
 	client.Disconnect(0)
+	a.drainDesired(ctx, client, session, inbox)
 	return true, err
+}
+
+// drainDesired hands over the desired states a connection received, and
+// so acknowledged, but did not get to before it broke (serve was waiting
+// for a PUBACK the server, shutting down, never sent). The broker will not
+// send them again, and a restarted broker may have lost its retained copy:
+// dropped here, the device would never apply them.
+func (a *Agent) drainDesired(ctx context.Context, client mqtt.Client, session uint64, inbox chan mqtt.Message) {
+	for {
+		select {
+		case m := <-inbox:
+			if _, kind, err := proto.ParseTopic(m.Topic()); err == nil && kind == proto.KindDesired {
+				a.handle(ctx, client, session, m)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // serve does what a device does on every connect, then delivers telemetry
