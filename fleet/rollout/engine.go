@@ -198,7 +198,54 @@ func (e *Engine) load(ctx context.Context) error {
 			e.log.Warn("re-sending desired states after restart failed; the next tick retries", "rollout", r.ID, "err", err)
 		}
 	}
+	e.republish(ctx)
 	return nil
+}
+
+// republish publishes, retained, the last desired state recorded for every
+// device. The embedded broker keeps retained messages in memory only, so
+// after a server restart a device that reconnects (or that lost the message
+// on the way) would otherwise never hear its desired state again; on a broker
+// that kept them this replaces each with the same bytes. Devices ignore a
+// generation they have already applied.
+func (e *Engine) republish(ctx context.Context) {
+	type msg struct {
+		device  string
+		payload []byte
+	}
+	var msgs []msg
+	err := e.db.View(func(tx *bolt.Tx) error {
+		return bucket(tx, bktDevices).ForEach(func(k, _ []byte) error {
+			dd, err := getDevice(tx, string(k))
+			if err != nil {
+				return err
+			}
+			if dd.Generation == 0 {
+				return nil
+			}
+			b, err := proto.Encode(dd.message(string(k)))
+			if err != nil {
+				return fmt.Errorf("encode desired state of %s: %w", k, err)
+			}
+			msgs = append(msgs, msg{string(k), b})
+			return nil
+		})
+	})
+	if err != nil {
+		e.log.Warn("reading desired states to republish failed", "err", err)
+		return
+	}
+	failed := 0
+	for _, m := range msgs {
+		if err := e.opts.Publisher.Publish(ctx, proto.Topic(m.device, proto.KindDesired), m.payload, true); err != nil {
+			failed++
+		}
+	}
+	if failed > 0 {
+		e.log.Warn("republishing desired states failed for some devices; they get them with the next change", "failed", failed, "of", len(msgs))
+	} else if len(msgs) > 0 {
+		e.log.Info("republished desired states", "devices", len(msgs))
+	}
 }
 
 func (e *Engine) loadRun(ctx context.Context, r *Rollout) (*run, error) {

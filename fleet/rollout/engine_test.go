@@ -472,3 +472,58 @@ func TestEngineResendsUnsent(t *testing.T) {
 		t.Fatal("no retained desired state")
 	}
 }
+
+// TestEngineRepublishesAfterBrokerRestart: a server restart empties the
+// embedded broker's retained messages; the engine that opens the database
+// publishes every device's last desired state again, so a device that
+// connects afterwards (or lost the message) still converges.
+func TestEngineRepublishesAfterBrokerRestart(t *testing.T) {
+	en := newEnv(t, 3)
+	ctx := context.Background()
+	r, err := en.e.Create(ctx, rollout.Spec{Model: model, Version: "2.0.0", Devices: []string{"d000", "d001", "d002"}, Phases: []string{"100%"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en.step()
+	ts, _ := en.e.Targets(ctx, r.ID)
+	for _, tg := range ts {
+		if !tg.Sent {
+			t.Fatalf("not sent with the broker up: %+v", tg)
+		}
+	}
+	en.e.Close()
+	en.b.Close()
+	b, err := broker.NewEmbedded(broker.EmbeddedOptions{Addr: "127.0.0.1:0", Handler: en.inv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	en.b2 = b
+	en.open()
+
+	got := make(chan *proto.DesiredDeployment, 1)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("d002"))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	c.Subscribe(proto.Topic("d002", proto.KindDesired), 1, func(_ mqtt.Client, m mqtt.Message) {
+		if d, err := proto.DecodeDesired("d002", m.Payload()); err == nil {
+			select {
+			case got <- d:
+			default:
+			}
+		}
+	})
+	select {
+	case d := <-got:
+		if d.GetGeneration() != 1 || d.GetModels()[0].GetVersion() != "2.0.0" || d.GetRolloutId() != r.ID {
+			t.Fatalf("retained desired after the restart: %v", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restarted broker has no desired state for a device the rollout had reached")
+	}
+}
