@@ -48,7 +48,8 @@ FUZZ_TARGETS := ./proto:FuzzDecode ./proto:FuzzDecodeManifest ./agent/runtime/tf
 	./fleet/registry:FuzzPublishMetadata ./simulators:FuzzOpen ./fleet/enroll:FuzzEnrollBody \
 	./fleet/enroll:FuzzTopicAllowed ./fleet/auth:FuzzAuthenticate ./fleet/console:FuzzRolloutForm \
 	./fleet/console:FuzzSafeNext ./agent/update:FuzzRangeStart ./agent/update:FuzzCompare \
-	./fleet/rollout:FuzzParsePhase ./fleet/rollout:FuzzParseSelector ./fleet/rollout:FuzzSpecBody
+	./fleet/rollout:FuzzParsePhase ./fleet/rollout:FuzzParseSelector ./fleet/rollout:FuzzSpecBody \
+	./models/tflitewrite:FuzzBuild ./models/onnxwrite:FuzzBuild
 fuzz: test-deps ## fuzz every parser of untrusted bytes for FUZZTIME each (default 1m)
 	@source deploy/dev/test-env.sh && for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} $${t##*:}"; \
