@@ -742,6 +742,13 @@ func (e *Enroll) eachDevice(ctx context.Context, fn func(d *deviceRecord)) error
 // error wrapping ErrRefused otherwise. The broker calls it for devices
 // that prove themselves with a client certificate instead of the secret.
 func (e *Enroll) Accepted(ctx context.Context, deviceID string) error {
+	_, err := e.accepted(ctx, deviceID)
+	return err
+}
+
+// accepted returns the record of an enrolled, accepted device, or an error
+// wrapping ErrRefused that says why the device is refused.
+func (e *Enroll) accepted(ctx context.Context, deviceID string) (deviceRecord, error) {
 	var d deviceRecord
 	err := e.view(ctx, func(tx *bolt.Tx) error {
 		_, db := buckets(tx)
@@ -752,33 +759,25 @@ func (e *Enroll) Accepted(ctx context.Context, deviceID string) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return deviceRecord{}, err
 	}
 	if d.State != StateAccepted {
-		return fmt.Errorf("%w: %s is %s", ErrRefused, deviceID, d.State)
+		return deviceRecord{}, fmt.Errorf("%w: %s is %s", ErrRefused, deviceID, d.State)
 	}
-	return nil
+	return d, nil
 }
 
 // Authenticate returns nil when deviceID is accepted and secret is its
 // secret, and an error wrapping ErrRefused otherwise. The broker calls it
 // at every connect.
 func (e *Enroll) Authenticate(ctx context.Context, deviceID string, secret []byte) error {
-	var d deviceRecord
-	err := e.view(ctx, func(tx *bolt.Tx) error {
-		_, db := buckets(tx)
-		ok, err := getJSON(db, deviceID, &d)
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: %q is not enrolled", ErrRefused, deviceID)
-		}
-		return err
-	})
+	d, err := e.accepted(ctx, deviceID)
 	if err != nil {
 		return err
 	}
 	h := sha256.Sum256(secret)
-	if d.State != StateAccepted || d.SecretHash == nil {
-		return fmt.Errorf("%w: %s is %s", ErrRefused, deviceID, d.State)
+	if d.SecretHash == nil {
+		return fmt.Errorf("%w: %s has no secret", ErrRefused, deviceID)
 	}
 	if subtle.ConstantTimeCompare(d.SecretHash, h[:]) != 1 {
 		return fmt.Errorf("%w: wrong secret for %s", ErrRefused, deviceID)
