@@ -261,21 +261,30 @@ func readIndex(b []byte, i int, i64 bool) int {
 	return int(asI32(b)[i])
 }
 
-func prepareGather(c *prepCtx) (kernel, error) {
-	if err := c.counts(2, 2, 1); err != nil {
-		return nil, err
+// gatherOperands checks what GATHER and GATHER_ND share: params, integer
+// indices and an output of the params' element type.
+func gatherOperands(c *prepCtx) (p *tensor, pi int, it *tensor, ii int, out *tensor, oi int, err error) {
+	if err = c.counts(2, 2, 1); err != nil {
+		return
 	}
-	p, pi, _ := c.input(0)
-	it, ii, _ := c.input(1)
-	out, oi, err := c.output(0)
-	if err != nil {
-		return nil, err
+	p, pi, _ = c.input(0)
+	it, ii, _ = c.input(1)
+	if out, oi, err = c.output(0); err != nil {
+		return
 	}
-	if err := c.sameElems(p, out); err != nil {
-		return nil, err
+	if err = c.sameElems(p, out); err != nil {
+		return
 	}
 	if it.dtype != runtime.Int32 && it.dtype != runtime.Int64 {
-		return nil, badf("indices %q are %s, want int32 or int64", it.name, it.dtype)
+		err = badf("indices %q are %s, want int32 or int64", it.name, it.dtype)
+	}
+	return
+}
+
+func prepareGather(c *prepCtx) (kernel, error) {
+	p, pi, it, ii, out, oi, err := gatherOperands(c)
+	if err != nil {
+		return nil, err
 	}
 	o := c.opts()
 	axis, err := normAxis(int(o.i32(gatherAxis, 0)), len(p.shape))
@@ -328,20 +337,9 @@ type gatherNDK struct {
 }
 
 func prepareGatherND(c *prepCtx) (kernel, error) {
-	if err := c.counts(2, 2, 1); err != nil {
-		return nil, err
-	}
-	p, pi, _ := c.input(0)
-	it, ii, _ := c.input(1)
-	out, oi, err := c.output(0)
+	p, pi, it, ii, out, oi, err := gatherOperands(c)
 	if err != nil {
 		return nil, err
-	}
-	if err := c.sameElems(p, out); err != nil {
-		return nil, err
-	}
-	if it.dtype != runtime.Int32 && it.dtype != runtime.Int64 {
-		return nil, badf("indices %q are %s, want int32 or int64", it.name, it.dtype)
 	}
 	if len(it.shape) == 0 {
 		return nil, badf("indices %q are a scalar", it.name)
