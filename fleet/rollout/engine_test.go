@@ -449,22 +449,8 @@ func TestEngineResendsUnsent(t *testing.T) {
 		}
 	}
 	// What the broker retained is the recorded desired state.
-	got := make(chan *proto.DesiredDeployment, 1)
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("d001"))
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	defer c.Disconnect(100)
-	c.Subscribe(proto.Topic("d001", proto.KindDesired), 1, func(_ mqtt.Client, m mqtt.Message) {
-		if d, err := proto.DecodeDesired("d001", m.Payload()); err == nil {
-			select {
-			case got <- d:
-			default:
-			}
-		}
-	})
 	select {
-	case d := <-got:
+	case d := <-retainedDesired(t, b, "d001"):
 		if d.GetGeneration() != 1 || d.GetModels()[0].GetVersion() != "2.0.0" || d.GetRolloutId() != r.ID {
 			t.Fatalf("retained desired %v", d)
 		}
@@ -504,26 +490,33 @@ func TestEngineRepublishesAfterBrokerRestart(t *testing.T) {
 	en.b2 = b
 	en.open()
 
-	got := make(chan *proto.DesiredDeployment, 1)
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("d002"))
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	defer c.Disconnect(100)
-	c.Subscribe(proto.Topic("d002", proto.KindDesired), 1, func(_ mqtt.Client, m mqtt.Message) {
-		if d, err := proto.DecodeDesired("d002", m.Payload()); err == nil {
-			select {
-			case got <- d:
-			default:
-			}
-		}
-	})
 	select {
-	case d := <-got:
+	case d := <-retainedDesired(t, b, "d002"):
 		if d.GetGeneration() != 1 || d.GetModels()[0].GetVersion() != "2.0.0" || d.GetRolloutId() != r.ID {
 			t.Fatalf("retained desired after the restart: %v", d)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the restarted broker has no desired state for a device the rollout had reached")
 	}
+}
+
+// retainedDesired subscribes to a device's desired topic on b as that
+// device and returns the channel the first valid desired state arrives on.
+func retainedDesired(t *testing.T, b *broker.Embedded, device string) <-chan *proto.DesiredDeployment {
+	t.Helper()
+	got := make(chan *proto.DesiredDeployment, 1)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(device))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	c.Subscribe(proto.Topic(device, proto.KindDesired), 1, func(_ mqtt.Client, m mqtt.Message) {
+		if d, err := proto.DecodeDesired(device, m.Payload()); err == nil {
+			select {
+			case got <- d:
+			default:
+			}
+		}
+	})
+	return got
 }
